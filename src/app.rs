@@ -1,0 +1,190 @@
+//! Wiring: configuration → database → HTTP server and background work.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::TimeDelta;
+use hmac::{KeyInit, Mac};
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, watch};
+
+use crate::config::Config;
+use crate::delivery::{Sender, SenderConfig, Transport};
+use crate::http::{AppState, router};
+use crate::mail::Composer;
+use crate::mail::transport::SmtpSettings;
+use crate::store::Store;
+
+/// Pending signups older than this are deleted.
+const PURGE_AFTER: TimeDelta = TimeDelta::days(30);
+const PURGE_EVERY: Duration = Duration::from_secs(3600);
+
+/// Errors that stop start-up, each with the variable or resource at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error("DATABASE_URL: cannot open the database: {0}")]
+    Database(crate::store::StoreError),
+    #[error("BULLETIN_LISTEN: cannot listen on {addr}: {source}")]
+    Listen { addr: SocketAddr, source: std::io::Error },
+}
+
+/// Connects and migrates: what every command needs first.
+pub async fn open_store(config: &Config) -> Result<Store, StartError> {
+    let store = Store::connect(&config.database_url)
+        .await
+        .map_err(StartError::Database)?;
+    store.migrate().await.map_err(StartError::Database)?;
+    Ok(store)
+}
+
+/// The key for signed links: `BULLETIN_SECRET`, or one generated once and kept in the database
+/// (insert-if-absent, then re-read, so processes starting together agree).
+pub async fn load_secret(store: &Store, config: &Config) -> Result<Vec<u8>, StartError> {
+    if let Some(secret) = &config.secret {
+        return Ok(secret.as_bytes().to_vec());
+    }
+    let fresh = crate::domain::ConfirmationToken::generate();
+    let stored = store
+        .setting_get_or_insert("secret", fresh.as_str())
+        .await
+        .map_err(StartError::Database)?;
+    Ok(stored.into_bytes())
+}
+
+/// HMAC-SHA256 of `data` under `key`, hex.
+pub fn sign(key: &[u8], data: &[u8]) -> String {
+    let mut mac =
+        hmac::Hmac::<sha2::Sha256>::new_from_slice(key).unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
+    mac.update(data);
+    crate::domain::hex(&mac.finalize().into_bytes())
+}
+
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+    sender: Sender,
+}
+
+impl Application {
+    /// Opens the database, applies migrations and binds the listener (port 0 picks a free port).
+    pub async fn build(config: Config) -> Result<Self, StartError> {
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| StartError::Listen {
+                addr: config.listen,
+                source,
+            })?;
+        Self::with_listener(config, listener).await
+    }
+
+    /// As `build`, on a listener the caller bound (tests bind first to learn the port).
+    pub async fn with_listener(config: Config, listener: TcpListener) -> Result<Self, StartError> {
+        let store = open_store(&config).await?;
+        let secret = load_secret(&store, &config).await?;
+
+        let transport = match &config.smtp_url {
+            Some(url) => Transport::Smtp(SmtpSettings::parse(url).map_err(|problem| crate::config::ConfigError {
+                var: "BULLETIN_SMTP_URL",
+                problem,
+            })?),
+            None => Transport::Files(config.outbox_dir.clone()),
+        };
+        let composer = Composer::new(config.from.clone(), sign(&secret, b"message-id")[..16].to_owned());
+        let wake = Arc::new(Notify::new());
+        let sender = Sender::new(
+            store.clone(),
+            composer,
+            transport,
+            SenderConfig {
+                workers: config.smtp_pool,
+                retry_base: config.retry_base,
+                max_attempts: config.max_attempts,
+            },
+            wake.clone(),
+        );
+        let state = AppState::new(store, config, wake);
+        Ok(Self {
+            listener,
+            state,
+            sender,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().unwrap_or(self.state.config.listen)
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.state.store
+    }
+
+    /// Serves until `stop` resolves, then stops taking requests, lets the sender finish what it
+    /// has in flight, and returns.
+    pub async fn run_until(self, stop: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+        let Self {
+            listener,
+            state,
+            sender,
+        } = self;
+        log_startup(&state.config, listener.local_addr()?, state.store.backend_name());
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+
+        let sender_task = tokio::spawn(sender.run(shutdown_rx.clone()));
+        let purge_task = tokio::spawn(purge_loop(state.store.clone(), shutdown_rx.clone()));
+
+        let mut http_shutdown = shutdown_rx.clone();
+        let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+        let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+            let _ = http_shutdown.wait_for(|stop| *stop).await;
+        });
+        let trigger = tokio::spawn(async move {
+            stop.await;
+            tracing::info!("shutting down: finishing in-flight work");
+            let _ = shutdown_tx.send(true);
+        });
+        let served = server.await;
+        trigger.abort();
+        let _ = sender_task.await;
+        let _ = purge_task.await;
+        state.store.close().await;
+        served
+    }
+}
+
+fn log_startup(config: &Config, addr: SocketAddr, backend: &str) {
+    tracing::info!(%addr, backend, "Bulletin is listening on http://{addr}");
+    match &config.smtp_url {
+        Some(url) => tracing::info!(smtp = %crate::config::redact_url(url), "sending through SMTP"),
+        None => {
+            tracing::info!(dir = %config.outbox_dir.display(), "no BULLETIN_SMTP_URL: writing emails as .eml files")
+        }
+    }
+    if config.admin_tokens.is_empty() {
+        tracing::warn!(
+            "the admin API is disabled: set BULLETIN_ADMIN_TOKEN (comma-separated for rotation) to enable /api"
+        );
+    }
+    if !config.public_url_is_safe() {
+        tracing::warn!(
+            public_url = %config.public_url,
+            "BULLETIN_PUBLIC_URL is neither https nor loopback: one-click unsubscribe (RFC 8058) needs https"
+        );
+    }
+}
+
+async fn purge_loop(store: Store, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        match store.purge_unconfirmed(PURGE_AFTER).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(purged = n, "deleted signups never confirmed within 30 days"),
+            Err(e) => tracing::warn!(error = %e, "purge of old signups failed"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(PURGE_EVERY) => {}
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
+    }
+}

@@ -1,0 +1,228 @@
+//! Configuration from the environment (and `.env`). Every variable is documented in `.env.example`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use lettre::message::Mailbox;
+use url::Url;
+
+#[derive(Clone)]
+pub struct Config {
+    pub database_url: String,
+    pub listen: SocketAddr,
+    pub public_url: Url,
+    pub smtp_url: Option<String>,
+    pub outbox_dir: PathBuf,
+    pub from: Mailbox,
+    pub admin_tokens: Vec<String>,
+    pub confirm_ttl: Duration,
+    pub secret: Option<String>,
+    pub retry_base: Duration,
+    pub max_attempts: u32,
+    /// SMTP connections (sender workers) per process.
+    pub smtp_pool: usize,
+}
+
+/// A variable that cannot be used, named with its problem: start-up prints it and exits with 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{var}: {problem}")]
+pub struct ConfigError {
+    pub var: &'static str,
+    pub problem: String,
+}
+
+// Secrets never reach a log, not even through `{:?}`.
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("database_url", &redact_url(&self.database_url))
+            .field("listen", &self.listen)
+            .field("public_url", &self.public_url.as_str())
+            .field("smtp_url", &self.smtp_url.as_deref().map(redact_url))
+            .field("outbox_dir", &self.outbox_dir)
+            .field("from", &self.from.to_string())
+            .field("admin_tokens", &format_args!("[{} redacted]", self.admin_tokens.len()))
+            .field("confirm_ttl", &self.confirm_ttl)
+            .field("secret", &self.secret.as_ref().map(|_| "redacted"))
+            .finish_non_exhaustive()
+    }
+}
+
+/// Drops the password of a URL for display.
+pub fn redact_url(url: &str) -> String {
+    match Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("redacted"));
+            u.to_string()
+        }
+        _ => url.to_owned(),
+    }
+}
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads configuration through `get`, so tests can configure an app without touching the
+    /// process environment.
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let var = |name: &'static str| get(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+        let err = |var: &'static str, problem: String| ConfigError { var, problem };
+
+        let database_url = var("DATABASE_URL").unwrap_or_else(|| "sqlite://bulletin.db".into());
+        if !["sqlite:", "postgres:", "postgresql:"]
+            .iter()
+            .any(|p| database_url.starts_with(p))
+        {
+            return Err(err("DATABASE_URL", "must start with sqlite:// or postgres://".into()));
+        }
+        let listen = var("BULLETIN_LISTEN")
+            .unwrap_or_else(|| "127.0.0.1:8080".into())
+            .parse()
+            .map_err(|e| err("BULLETIN_LISTEN", format!("not a socket address (host:port): {e}")))?;
+        let public_url = Url::parse(&var("BULLETIN_PUBLIC_URL").unwrap_or_else(|| "http://127.0.0.1:8080".into()))
+            .map_err(|e| err("BULLETIN_PUBLIC_URL", format!("not a URL: {e}")))?;
+        if !matches!(public_url.scheme(), "http" | "https") || public_url.host().is_none() {
+            return Err(err("BULLETIN_PUBLIC_URL", "must be an http:// or https:// URL".into()));
+        }
+        let smtp_url = var("BULLETIN_SMTP_URL");
+        if let Some(url) = &smtp_url {
+            crate::mail::transport::check_smtp_url(url).map_err(|e| err("BULLETIN_SMTP_URL", e))?;
+        }
+        let from: Mailbox = var("BULLETIN_FROM")
+            .unwrap_or_else(|| "Bulletin <newsletter@localhost>".into())
+            .parse()
+            .map_err(|e| {
+                err(
+                    "BULLETIN_FROM",
+                    format!("not a mailbox like `Name <address@example.org>`: {e}"),
+                )
+            })?;
+        let admin_tokens: Vec<String> = var("BULLETIN_ADMIN_TOKEN")
+            .map(|v| {
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|t| !t.is_empty())
+                    .map(String::from)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let duration = |name: &'static str, default: &str| {
+            humantime::parse_duration(&var(name).unwrap_or_else(|| default.into()))
+                .map_err(|e| err(name, format!("not a duration like 30s, 10m or 48h: {e}")))
+        };
+        let confirm_ttl = duration("BULLETIN_CONFIRM_TTL", "48h")?;
+        if confirm_ttl.is_zero() {
+            return Err(err("BULLETIN_CONFIRM_TTL", "must be longer than zero".into()));
+        }
+        let retry_base = duration("BULLETIN_RETRY_BASE", "30s")?;
+        let max_attempts = var("BULLETIN_MAX_ATTEMPTS")
+            .map(|v| v.parse::<u32>().ok().filter(|n| *n >= 1))
+            .unwrap_or(Some(12))
+            .ok_or_else(|| err("BULLETIN_MAX_ATTEMPTS", "must be a whole number of at least 1".into()))?;
+
+        let smtp_pool = var("BULLETIN_SMTP_POOL")
+            .map(|v| v.parse::<usize>().ok().filter(|n| (1..=256).contains(n)))
+            .unwrap_or(Some(8))
+            .ok_or_else(|| err("BULLETIN_SMTP_POOL", "must be a whole number from 1 to 256".into()))?;
+
+        Ok(Config {
+            database_url,
+            listen,
+            public_url,
+            smtp_url,
+            outbox_dir: var("BULLETIN_OUTBOX_DIR").unwrap_or_else(|| "./outbox".into()).into(),
+            from,
+            admin_tokens,
+            confirm_ttl,
+            secret: var("BULLETIN_SECRET"),
+            retry_base,
+            max_attempts,
+            smtp_pool,
+        })
+    }
+
+    /// RFC 8058 one-click unsubscribe is honoured by mailbox providers only over https.
+    pub fn public_url_is_safe(&self) -> bool {
+        self.public_url.scheme() == "https"
+            || match self.public_url.host() {
+                Some(url::Host::Domain(d)) => d == "localhost",
+                Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+                Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+                None => false,
+            }
+    }
+
+    /// `BULLETIN_PUBLIC_URL` joined with `path_and_query` (which starts with `/`).
+    pub fn link(&self, path_and_query: &str) -> String {
+        format!("{}{}", self.public_url.as_str().trim_end_matches('/'), path_and_query)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn cfg(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_need_nothing() {
+        let c = cfg(&[]).unwrap();
+        assert_eq!(c.database_url, "sqlite://bulletin.db");
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.confirm_ttl, Duration::from_secs(48 * 3600));
+        assert!(c.admin_tokens.is_empty());
+        assert!(c.public_url_is_safe());
+    }
+
+    #[test]
+    fn bad_values_name_their_variable() {
+        for (var, value) in [
+            ("DATABASE_URL", "mysql://x"),
+            ("BULLETIN_LISTEN", "nowhere"),
+            ("BULLETIN_PUBLIC_URL", "not a url"),
+            ("BULLETIN_SMTP_URL", "ftp://x"),
+            ("BULLETIN_FROM", "no at sign"),
+            ("BULLETIN_CONFIRM_TTL", "soon"),
+            ("BULLETIN_MAX_ATTEMPTS", "0"),
+        ] {
+            let e = cfg(&[(var, value)])
+                .err()
+                .unwrap_or_else(|| panic!("{var}={value} accepted"));
+            assert_eq!(e.var, var);
+        }
+    }
+
+    #[test]
+    fn tokens_rotate_and_secrets_stay_out_of_debug() {
+        let c = cfg(&[
+            ("BULLETIN_ADMIN_TOKEN", "old-token, new-token"),
+            ("BULLETIN_SECRET", "s3cret"),
+        ])
+        .unwrap();
+        assert_eq!(c.admin_tokens, ["old-token", "new-token"]);
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("old-token") && !shown.contains("s3cret"), "{shown}");
+    }
+
+    #[test]
+    fn plain_http_public_url_is_flagged() {
+        assert!(
+            !cfg(&[("BULLETIN_PUBLIC_URL", "http://news.example")])
+                .unwrap()
+                .public_url_is_safe()
+        );
+        assert!(
+            cfg(&[("BULLETIN_PUBLIC_URL", "https://news.example")])
+                .unwrap()
+                .public_url_is_safe()
+        );
+    }
+}

@@ -1,0 +1,114 @@
+//! The HTTP surface: public pages and signup, health, and the admin API.
+
+mod admin;
+mod error;
+mod extract;
+mod health;
+mod pages;
+mod subscriptions;
+
+pub use admin::parse_new_list;
+pub use error::ApiError;
+
+use std::ops::Deref;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{Request, StatusCode};
+use axum::middleware;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use tokio::sync::Notify;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::config::Config;
+use crate::store::Store;
+
+/// Shared by every handler. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState(Arc<StateInner>);
+
+pub struct StateInner {
+    pub store: Store,
+    pub config: Config,
+    pub admin_tokens: Vec<[u8; 32]>,
+    /// Wakes this process's idle sender when a message is queued.
+    pub sender_wake: Arc<Notify>,
+}
+
+impl Deref for AppState {
+    type Target = StateInner;
+    fn deref(&self) -> &StateInner {
+        &self.0
+    }
+}
+
+impl AppState {
+    pub fn new(store: Store, config: Config, sender_wake: Arc<Notify>) -> Self {
+        let admin_tokens = admin::token_digests(&config.admin_tokens);
+        AppState(Arc::new(StateInner {
+            store,
+            config,
+            admin_tokens,
+            sender_wake,
+        }))
+    }
+
+    pub fn wake_sender(&self) {
+        self.sender_wake.notify_one();
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    let public = Router::new()
+        .route("/", get(pages::signup_form))
+        .route("/static/style.css", get(pages::stylesheet))
+        .route("/subscriptions", post(subscriptions::subscribe))
+        .route("/healthz", get(health::healthz))
+        .layer(DefaultBodyLimit::max(extract::PUBLIC_BODY_LIMIT));
+
+    let api = Router::new()
+        .route("/lists", get(admin::lists).post(admin::create_list))
+        .route("/lists/{slug}/subscribers", get(admin::subscribers))
+        .layer(DefaultBodyLimit::max(extract::PUBLIC_BODY_LIMIT))
+        .route_layer(middleware::from_fn_with_state(state.clone(), admin::require_admin));
+
+    Router::new()
+        .merge(public)
+        .nest("/api", api)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            Duration::from_secs(30),
+        ))
+        .layer(CatchPanicLayer::custom(|_| {
+            ApiError::internal("a handler panicked").into_response()
+        }))
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
+            // The path only: query strings carry tokens and must never reach a log.
+            tracing::info_span!("http", method = %req.method(), path = %req.uri().path())
+        }))
+}
+
+async fn not_found(headers: axum::http::HeaderMap) -> Response {
+    let err = ApiError::not_found("There is nothing at this address.");
+    match extract::Format::of(&headers) {
+        extract::Format::Json => err.into_response(),
+        extract::Format::Html => err.into_html(),
+    }
+}
+
+async fn method_not_allowed() -> Response {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "This method is not allowed here.",
+    )
+    .into_response()
+}

@@ -1,0 +1,62 @@
+//! Public pages: the signup form and short message pages.
+
+use askama::Template;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{Html, IntoResponse, Response};
+
+use super::AppState;
+use super::error::ApiError;
+use crate::store::List;
+
+#[derive(Template)]
+#[template(path = "signup.html")]
+pub struct SignupPage<'a> {
+    pub lists: &'a [List],
+    /// The address as typed, kept when the form comes back with an error.
+    pub email: &'a str,
+    /// Slugs ticked by the reader.
+    pub checked: &'a [String],
+    pub email_error: Option<&'a str>,
+    pub lists_error: Option<&'a str>,
+}
+
+impl SignupPage<'_> {
+    fn is_checked(&self, slug: &str) -> bool {
+        // A single list is ticked by default: there is nothing to choose.
+        self.checked.iter().any(|s| s == slug) || self.lists.len() == 1
+    }
+}
+
+#[derive(Template)]
+#[template(path = "message.html")]
+pub struct MessagePage<'a> {
+    pub title: &'a str,
+    pub message: &'a str,
+    pub show_signup_link: bool,
+}
+
+/// `GET /`: lists are read from the database on every request, so a list created by another
+/// process appears at once.
+pub async fn signup_form(State(state): State<AppState>) -> Result<Html<String>, ApiError> {
+    let lists = state.store.lists().await?;
+    let page = SignupPage {
+        lists: &lists,
+        email: "",
+        checked: &[],
+        email_error: None,
+        lists_error: None,
+    };
+    Ok(Html(page.render()?))
+}
+
+pub async fn stylesheet() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        include_str!("../../templates/style.css"),
+    )
+        .into_response()
+}

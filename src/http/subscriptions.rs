@@ -1,0 +1,177 @@
+//! `POST /subscriptions`: a reader signs up for one or several lists.
+
+use std::time::Duration;
+
+use askama::Template;
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use chrono::TimeDelta;
+use serde::Deserialize;
+
+use super::AppState;
+use super::error::ApiError;
+use super::extract::{BodyKind, Format, Origin, RawBody, body_kind, parse_form, parse_json};
+use super::pages::{MessagePage, SignupPage};
+use crate::domain::{ConfirmationToken, EmailAddress};
+use crate::store::{List, NewSignup};
+
+/// At most one confirmation email per address within this window.
+pub const RESEND_AFTER: Duration = Duration::from_secs(5 * 60);
+
+#[derive(Debug, Default, Deserialize)]
+struct SignupRequest {
+    #[serde(default)]
+    email: Option<String>,
+    #[serde(default)]
+    lists: Vec<String>,
+}
+
+pub async fn subscribe(
+    State(state): State<AppState>,
+    Origin(origin): Origin,
+    headers: HeaderMap,
+    body: Result<RawBody, ApiError>,
+) -> Response {
+    let format = Format::of(&headers);
+    let mut request = SignupRequest::default();
+    let result = async {
+        let RawBody(bytes) = body?;
+        request = match body_kind(&headers)? {
+            BodyKind::Json => parse_json(&bytes)?,
+            BodyKind::Form => parse_form(&bytes)?,
+        };
+        signup(&state, &request, &origin).await
+    }
+    .await;
+
+    match (result, format) {
+        (Ok(()), Format::Json) => (
+            StatusCode::ACCEPTED,
+            Json(serde_json::json!({"status": "confirmation_sent"})),
+        )
+            .into_response(),
+        (Ok(()), Format::Html) => {
+            let page = MessagePage {
+                title: "Thank you for signing up",
+                message: "Thank you for signing up. We've sent you a confirmation email.",
+                show_signup_link: false,
+            };
+            match page.render() {
+                Ok(html) => (StatusCode::ACCEPTED, Html(html)).into_response(),
+                Err(e) => ApiError::from(e).into_html(),
+            }
+        }
+        (Err(err), Format::Json) => err.into_response(),
+        (Err(err), Format::Html) => form_with_error(&state, &request, err).await,
+    }
+}
+
+/// Validates, records the signup and queues its confirmation email (never sends it here).
+async fn signup(
+    state: &AppState,
+    request: &SignupRequest,
+    origin: &crate::store::RequestOrigin,
+) -> Result<(), ApiError> {
+    let email = match request.email.as_deref().map(str::trim) {
+        None | Some("") => {
+            return Err(ApiError::invalid(
+                "invalid_email",
+                "email",
+                "Please enter your email address.",
+            ));
+        }
+        Some(raw) => {
+            EmailAddress::parse(raw).map_err(|e| ApiError::invalid("invalid_email", "email", e.to_string()))?
+        }
+    };
+    let lists = resolve_lists(state, &request.lists).await?;
+
+    let token = ConfirmationToken::generate();
+    let link = state
+        .config
+        .link(&format!("/subscriptions/confirm?token={}", token.as_str()));
+    let ttl = state.config.confirm_ttl;
+    let signup = NewSignup {
+        email: &email,
+        lists: &lists,
+        origin,
+        token_hash: &token.hash(),
+        token_ttl: TimeDelta::from_std(ttl).unwrap_or(TimeDelta::hours(48)),
+        resend_after: TimeDelta::from_std(RESEND_AFTER).unwrap_or(TimeDelta::minutes(5)),
+    };
+    let outcome = state
+        .store
+        .signup(signup, |lists| {
+            crate::mail::confirmation_email(email.as_str(), lists, &link, ttl)
+        })
+        .await?;
+    tracing::info!(?outcome, lists = lists.len(), "signup recorded");
+    state.wake_sender();
+    Ok(())
+}
+
+/// The requested lists, de-duplicated in order; or the only list when none is named.
+async fn resolve_lists(state: &AppState, requested: &[String]) -> Result<Vec<List>, ApiError> {
+    let all = state.store.lists().await?;
+    if requested.is_empty() {
+        return match <[List; 1]>::try_from(all) {
+            Ok([only]) => Ok(vec![only]),
+            Err(_) => Err(ApiError::invalid(
+                "no_list",
+                "lists",
+                "Please choose at least one newsletter.",
+            )),
+        };
+    }
+    let mut chosen: Vec<List> = Vec::new();
+    let mut unknown: Vec<&str> = Vec::new();
+    for slug in requested {
+        let slug = slug.trim();
+        match all.iter().find(|l| l.slug == slug) {
+            Some(list) if !chosen.iter().any(|c| c.id == list.id) => chosen.push(list.clone()),
+            Some(_) => {}
+            None if !unknown.contains(&slug) => unknown.push(slug),
+            None => {}
+        }
+    }
+    if !unknown.is_empty() {
+        let names: Vec<String> = unknown
+            .iter()
+            .map(|s| format!("“{}”", s.chars().take(64).collect::<String>()))
+            .collect();
+        return Err(ApiError::invalid(
+            "unknown_list",
+            "lists",
+            format!(
+                "There is no newsletter called {}.",
+                crate::mail::join_names(&names.iter().map(String::as_str).collect::<Vec<_>>())
+            ),
+        ));
+    }
+    Ok(chosen)
+}
+
+/// The signup form again, with the message beside the field at fault and the input kept.
+async fn form_with_error(state: &AppState, request: &SignupRequest, err: ApiError) -> Response {
+    let field = err.field.as_deref();
+    if !matches!(field, Some("email" | "lists")) || err.status != StatusCode::UNPROCESSABLE_ENTITY {
+        return err.into_html();
+    }
+    let lists = match state.store.lists().await {
+        Ok(lists) => lists,
+        Err(e) => return ApiError::from(e).into_html(),
+    };
+    let page = SignupPage {
+        lists: &lists,
+        email: request.email.as_deref().unwrap_or(""),
+        checked: &request.lists,
+        email_error: (field == Some("email")).then_some(err.message.as_str()),
+        lists_error: (field == Some("lists")).then_some(err.message.as_str()),
+    };
+    match page.render() {
+        Ok(html) => (err.status, Html(html)).into_response(),
+        Err(e) => ApiError::from(e).into_html(),
+    }
+}

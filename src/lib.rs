@@ -1,0 +1,17 @@
+//! Bulletin: newsletter signups with double opt-in, feeds and digests delivered over SMTP.
+//!
+//! A signup travels: `http::subscriptions` (parse into `domain` types) → `store` (one write
+//! transaction: subscription, consent, token, outbox row) → `delivery` (lease, compose with
+//! `mail`, send over SMTP or write `.eml`, record).
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod delivery;
+pub mod domain;
+pub mod http;
+pub mod mail;
+pub mod store;
+
+pub use app::Application;
+pub use config::Config;

@@ -1,0 +1,136 @@
+//! Emails: rendering them from `email_templates/`, turning outbox rows into RFC 5322 messages,
+//! and the transports that carry them.
+
+pub mod transport;
+
+use std::time::Duration;
+
+use askama::Template;
+use lettre::Message;
+use lettre::address::Envelope;
+use lettre::message::header::{HeaderName, HeaderValue};
+use lettre::message::{Mailbox, MultiPart};
+
+use crate::store::outbox::PRIORITY_CONFIRMATION;
+use crate::store::{List, NewOutboxMessage, OutboxMessage};
+
+#[derive(Template)]
+#[template(path = "confirm.html")]
+struct ConfirmHtml<'a> {
+    lists: &'a [&'a str],
+    link: &'a str,
+    ttl: &'a str,
+}
+
+#[derive(Template)]
+#[template(path = "confirm.txt")]
+struct ConfirmText<'a> {
+    lists: &'a [&'a str],
+    link: &'a str,
+    ttl: &'a str,
+}
+
+/// "Daily Briefing", "Daily Briefing and Weekly", "A, B and C".
+pub fn join_names(names: &[&str]) -> String {
+    match names {
+        [] => String::new(),
+        [one] => (*one).to_owned(),
+        [rest @ .., last] => format!("{} and {last}", rest.join(", ")),
+    }
+}
+
+/// "48 hours", "30 minutes", "1 hour".
+pub fn human_duration(d: Duration) -> String {
+    let secs = d.as_secs();
+    let (n, unit) = if secs >= 3600 && secs % 3600 == 0 {
+        (secs / 3600, "hour")
+    } else if secs >= 60 {
+        (secs / 60, "minute")
+    } else {
+        (secs, "second")
+    };
+    format!("{n} {unit}{}", if n == 1 { "" } else { "s" })
+}
+
+/// The double opt-in email for `lists`, carrying the confirmation `link`.
+pub fn confirmation_email(recipient: &str, lists: &[&List], link: &str, ttl: Duration) -> NewOutboxMessage {
+    let names: Vec<&str> = lists.iter().map(|l| l.name.as_str()).collect();
+    let ttl = human_duration(ttl);
+    let html = ConfirmHtml {
+        lists: &names,
+        link,
+        ttl: &ttl,
+    };
+    let text = ConfirmText {
+        lists: &names,
+        link,
+        ttl: &ttl,
+    };
+    NewOutboxMessage {
+        kind: "confirmation",
+        priority: PRIORITY_CONFIRMATION,
+        recipient: recipient.to_owned(),
+        subject: format!("Please confirm your subscription to {}", join_names(&names)),
+        // Templates hold no fallible logic; an error here would be a bug in a template.
+        text_body: text
+            .render()
+            .unwrap_or_else(|e| format!("Confirm your subscription: {link}\n\n({e})")),
+        html_body: html.render().unwrap_or_default(),
+        headers: Vec::new(),
+        subscription_id: None,
+    }
+}
+
+/// Turns outbox rows into wire-ready messages.
+#[derive(Clone)]
+pub struct Composer {
+    from: Mailbox,
+    /// Makes Message-IDs of this installation unique: `<id.tag@domain>`.
+    message_id_tag: String,
+}
+
+impl Composer {
+    pub fn new(from: Mailbox, message_id_tag: String) -> Self {
+        Self { from, message_id_tag }
+    }
+
+    /// Message-ID derived from the outbox id, so a re-send after a crash carries the same one.
+    pub fn message_id(&self, kind: &str, id: i64) -> String {
+        format!("<{kind}.{id}.{}@{}>", self.message_id_tag, self.from.email.domain())
+    }
+
+    pub fn compose(&self, msg: &OutboxMessage) -> Result<(Envelope, Vec<u8>), String> {
+        let to: Mailbox = msg.recipient.parse().map_err(|e| format!("bad recipient: {e}"))?;
+        let mut builder = Message::builder()
+            .from(self.from.clone())
+            .to(to)
+            .subject(&msg.subject)
+            .message_id(Some(self.message_id(&msg.kind, msg.id)))
+            .date_now();
+        for (name, value) in msg.extra_headers() {
+            let name = HeaderName::new_from_ascii(name).map_err(|e| format!("bad header name: {e}"))?;
+            builder = builder.raw_header(HeaderValue::new(name, value));
+        }
+        let text = msg.text_body.clone().unwrap_or_default();
+        let html = msg.html_body.clone().unwrap_or_default();
+        let message = builder
+            .multipart(MultiPart::alternative_plain_html(text, html))
+            .map_err(|e| format!("cannot build message: {e}"))?;
+        Ok((message.envelope().clone(), message.formatted()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_read_naturally() {
+        assert_eq!(join_names(&["A"]), "A");
+        assert_eq!(join_names(&["A", "B"]), "A and B");
+        assert_eq!(join_names(&["A", "B", "C"]), "A, B and C");
+        assert_eq!(human_duration(Duration::from_secs(48 * 3600)), "48 hours");
+        assert_eq!(human_duration(Duration::from_secs(3600)), "1 hour");
+        assert_eq!(human_duration(Duration::from_secs(90 * 60)), "90 minutes");
+    }
+}

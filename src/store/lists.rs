@@ -1,0 +1,96 @@
+//! Newsletter lists.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use super::{Result, Store, StoreError, conflict_on_unique, now, on_pool};
+use crate::domain::ListSlug;
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct List {
+    #[serde(skip)]
+    pub id: i64,
+    pub slug: String,
+    pub name: String,
+    pub description: String,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, sqlx::FromRow, PartialEq, Eq)]
+pub struct ListCounts {
+    pub pending: i64,
+    pub confirmed: i64,
+    pub unsubscribed: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewList {
+    pub slug: ListSlug,
+    pub name: String,
+    pub description: String,
+}
+
+impl Store {
+    /// Creates a list; `Conflict` when the slug is taken.
+    pub async fn create_list(&self, new: &NewList) -> Result<List> {
+        on_pool!(self, |pool, _d| {
+            sqlx::query_as::<_, List>(
+                "INSERT INTO lists (slug, name, description, created_at) VALUES ($1, $2, $3, $4)
+                 RETURNING id, slug, name, description, created_at",
+            )
+            .bind(new.slug.as_str())
+            .bind(&new.name)
+            .bind(&new.description)
+            .bind(now())
+            .fetch_one(pool)
+            .await
+            .map_err(conflict_on_unique)
+        })
+    }
+
+    /// Every list, oldest first (the order they appear on the signup page).
+    pub async fn lists(&self) -> Result<Vec<List>> {
+        on_pool!(self, |pool, _d| {
+            Ok(
+                sqlx::query_as::<_, List>("SELECT id, slug, name, description, created_at FROM lists ORDER BY id")
+                    .fetch_all(pool)
+                    .await?,
+            )
+        })
+    }
+
+    pub async fn list_by_slug(&self, slug: &str) -> Result<List> {
+        on_pool!(self, |pool, _d| {
+            sqlx::query_as::<_, List>("SELECT id, slug, name, description, created_at FROM lists WHERE slug = $1")
+                .bind(slug)
+                .fetch_optional(pool)
+                .await?
+                .ok_or(StoreError::NotFound)
+        })
+    }
+
+    /// Every list with its subscription counts per state, in one query.
+    pub async fn lists_with_counts(&self) -> Result<Vec<(List, ListCounts)>> {
+        #[derive(sqlx::FromRow)]
+        struct Row {
+            #[sqlx(flatten)]
+            list: List,
+            #[sqlx(flatten)]
+            counts: ListCounts,
+        }
+        on_pool!(self, |pool, _d| {
+            let rows = sqlx::query_as::<_, Row>(
+                "SELECT l.id, l.slug, l.name, l.description, l.created_at,
+                        COUNT(s.id) FILTER (WHERE s.status = 'pending') AS pending,
+                        COUNT(s.id) FILTER (WHERE s.status = 'confirmed') AS confirmed,
+                        COUNT(s.id) FILTER (WHERE s.status = 'unsubscribed') AS unsubscribed
+                 FROM lists l LEFT JOIN subscriptions s ON s.list_id = l.id
+                 GROUP BY l.id, l.slug, l.name, l.description, l.created_at
+                 ORDER BY l.id",
+            )
+            .fetch_all(pool)
+            .await?;
+            Ok(rows.into_iter().map(|r| (r.list, r.counts)).collect())
+        })
+    }
+}

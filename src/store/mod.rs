@@ -1,0 +1,160 @@
+//! Storage: the only code that knows SQL. One `Store` over SQLite or PostgreSQL; each query is
+//! written once and run on whichever pool backs the store (`on_pool!`). Where the dialects differ,
+//! the difference lives in [`Dialect`], side by side.
+
+mod lists;
+pub mod outbox;
+mod settings;
+mod subscriptions;
+
+pub use lists::{List, ListCounts, NewList};
+pub use outbox::{NewOutboxMessage, OutboxMessage};
+pub use subscriptions::{
+    ConfirmOutcome, NewSignup, RequestOrigin, SignupOutcome, SubscriberPage, SubscriberRow, SubscriptionStatus,
+};
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, DurationRound, TimeDelta, Utc};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{PgPool, SqlitePool};
+
+/// Errors of the storage layer.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("already exists")]
+    Conflict,
+    #[error("not found")]
+    NotFound,
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Maps a unique-key violation to `Conflict`, passing other errors through.
+pub(crate) fn conflict_on_unique(err: sqlx::Error) -> StoreError {
+    match &err {
+        sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict,
+        _ => StoreError::Database(err),
+    }
+}
+
+/// What differs between the two SQL dialects. Everything else is written once.
+pub(crate) struct Dialect {
+    /// Opens a transaction that will write. SQLite must take the write lock up front: a deferred
+    /// transaction that reads and then writes fails with "database is locked" under contention,
+    /// and the busy timeout does not help it.
+    pub begin_write: &'static str,
+    /// Suffix for a sub-select that claims queue rows: PostgreSQL skips rows another worker holds;
+    /// SQLite serialises writers, so a plain sub-select inside one UPDATE is already exclusive.
+    pub skip_locked: &'static str,
+}
+
+pub(crate) const SQLITE: Dialect = Dialect {
+    begin_write: "BEGIN IMMEDIATE",
+    skip_locked: "",
+};
+
+pub(crate) const POSTGRES: Dialect = Dialect {
+    begin_write: "BEGIN",
+    skip_locked: "FOR UPDATE SKIP LOCKED",
+};
+
+/// Runs `$body` with `$pool` bound to the backing pool and `$d` to its [`Dialect`]. The body is
+/// compiled once per backend, so one query text serves both.
+macro_rules! on_pool {
+    ($store:expr, |$pool:ident, $d:ident| $body:expr) => {
+        match $store {
+            $crate::store::Store::Sqlite($pool) => {
+                #[allow(unused_variables)]
+                let $d = &$crate::store::SQLITE;
+                $body
+            }
+            $crate::store::Store::Postgres($pool) => {
+                #[allow(unused_variables)]
+                let $d = &$crate::store::POSTGRES;
+                $body
+            }
+        }
+    };
+}
+pub(crate) use on_pool;
+
+/// The database behind Bulletin. Cheap to clone (pools are reference counted).
+#[derive(Clone, Debug)]
+pub enum Store {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// The current time as stored: millisecond precision, so that a value read back compares equal
+/// to the one written on both backends.
+pub fn now() -> DateTime<Utc> {
+    let t = Utc::now();
+    t.duration_trunc(TimeDelta::milliseconds(1)).unwrap_or(t)
+}
+
+impl Store {
+    /// Connects to `url` (`sqlite://…` or `postgres://…`). SQLite files are created if missing.
+    pub async fn connect(url: &str) -> Result<Store> {
+        if url.starts_with("sqlite:") {
+            let options = SqliteConnectOptions::from_str(url)?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .busy_timeout(Duration::from_secs(10))
+                .foreign_keys(true);
+            let pool = SqlitePoolOptions::new()
+                .max_connections(8)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect_with(options)
+                .await?;
+            Ok(Store::Sqlite(pool))
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            let options = PgConnectOptions::from_str(url)?;
+            let pool = PgPoolOptions::new()
+                .max_connections(16)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect_with(options)
+                .await?;
+            Ok(Store::Postgres(pool))
+        } else {
+            Err(StoreError::Database(sqlx::Error::Configuration(
+                "the URL must start with sqlite:// or postgres://".into(),
+            )))
+        }
+    }
+
+    pub fn backend_name(&self) -> &'static str {
+        match self {
+            Store::Sqlite(_) => "sqlite",
+            Store::Postgres(_) => "postgres",
+        }
+    }
+
+    /// Applies the embedded migrations of this backend. Safe to run from several processes.
+    pub async fn migrate(&self) -> Result<()> {
+        match self {
+            Store::Sqlite(pool) => sqlx::migrate!("migrations/sqlite").run(pool).await?,
+            Store::Postgres(pool) => sqlx::migrate!("migrations/postgres").run(pool).await?,
+        }
+        Ok(())
+    }
+
+    /// Answers when the database does.
+    pub async fn ping(&self) -> Result<()> {
+        on_pool!(self, |pool, _d| {
+            sqlx::query("SELECT 1").execute(pool).await?;
+        });
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        on_pool!(self, |pool, _d| pool.close().await)
+    }
+}

@@ -1,0 +1,230 @@
+//! The durable outbox: every email is a row here before it is sent, written in the same
+//! transaction as the change that caused it, so nothing is lost between commit and SMTP.
+
+use chrono::{DateTime, Utc};
+use sqlx::AssertSqlSafe;
+
+use super::{Result, Store, on_pool};
+
+/// Lower sends first: confirmations before anything else.
+pub const PRIORITY_CONFIRMATION: i32 = 0;
+pub const PRIORITY_TRANSACTIONAL: i32 = 10;
+
+#[derive(Debug, Clone)]
+pub struct NewOutboxMessage {
+    pub kind: &'static str,
+    pub priority: i32,
+    pub recipient: String,
+    pub subject: String,
+    pub text_body: String,
+    pub html_body: String,
+    /// Extra headers (List-Id, List-Unsubscribe, ...), already validated.
+    pub headers: Vec<(String, String)>,
+    pub subscription_id: Option<i64>,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct OutboxMessage {
+    pub id: i64,
+    pub kind: String,
+    pub recipient: String,
+    pub subject: String,
+    pub text_body: Option<String>,
+    pub html_body: Option<String>,
+    pub headers: String,
+    pub attempts: i32,
+    pub subscription_id: Option<i64>,
+}
+
+impl OutboxMessage {
+    pub fn extra_headers(&self) -> Vec<(String, String)> {
+        serde_json::from_str(&self.headers).unwrap_or_default()
+    }
+}
+
+/// Inserts one outbox row through any executor of either backend (a transaction, usually).
+macro_rules! insert_outbox {
+    ($executor:expr, $msg:expr, $now:expr) => {
+        sqlx::query(
+            "INSERT INTO outbox (kind, priority, recipient, subject, text_body, html_body, headers,
+                                 subscription_id, next_attempt_at, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)",
+        )
+        .bind($msg.kind)
+        .bind($msg.priority)
+        .bind(&$msg.recipient)
+        .bind(&$msg.subject)
+        .bind(&$msg.text_body)
+        .bind(&$msg.html_body)
+        .bind(serde_json::to_string(&$msg.headers).unwrap_or_else(|_| "[]".into()))
+        .bind($msg.subscription_id)
+        .bind($now)
+        .execute($executor)
+        .await
+    };
+}
+
+impl Store {
+    /// Queues `msg` inside the caller's transaction.
+    pub(crate) async fn enqueue_in<DB>(
+        tx: &mut sqlx::Transaction<'static, DB>,
+        msg: &NewOutboxMessage,
+        now: DateTime<Utc>,
+    ) -> Result<()>
+    where
+        DB: OutboxBackend,
+    {
+        DB::insert(tx, msg, now).await
+    }
+
+    /// Queues `msg` on its own.
+    pub async fn enqueue(&self, msg: &NewOutboxMessage) -> Result<()> {
+        let now = super::now();
+        on_pool!(self, |pool, _d| {
+            insert_outbox!(pool, msg, now)?;
+            Ok(())
+        })
+    }
+
+    /// Leases up to `limit` messages that are due, confirmations first, to `worker` until
+    /// `lease_until`. A message whose lease ran out (its worker died) is due again.
+    pub async fn claim_outbox(
+        &self,
+        worker: &str,
+        lease_until: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<OutboxMessage>> {
+        let now = super::now();
+        on_pool!(self, |pool, d| {
+            let sql = format!(
+                "UPDATE outbox SET lease_until = $1, leased_by = $2
+                 WHERE id IN (SELECT id FROM outbox
+                              WHERE status = 'queued' AND next_attempt_at <= $3
+                                AND (lease_until IS NULL OR lease_until < $3)
+                              ORDER BY priority, next_attempt_at, id LIMIT $4 {})
+                 RETURNING id, kind, recipient, subject, text_body, html_body, headers, attempts,
+                           subscription_id",
+                d.skip_locked
+            );
+            let mut rows = sqlx::query_as::<_, OutboxMessage>(AssertSqlSafe(sql))
+                .bind(lease_until)
+                .bind(worker)
+                .bind(now)
+                .bind(limit)
+                .fetch_all(pool)
+                .await?;
+            rows.sort_by_key(|m| m.id);
+            Ok(rows)
+        })
+    }
+
+    /// Extends the lease of messages this worker still holds.
+    pub async fn renew_outbox_lease(&self, worker: &str, ids: &[i64], lease_until: DateTime<Utc>) -> Result<()> {
+        for id in ids {
+            on_pool!(self, |pool, _d| {
+                sqlx::query(
+                    "UPDATE outbox SET lease_until = $1 WHERE id = $2 AND leased_by = $3 AND status = 'queued'",
+                )
+                .bind(lease_until)
+                .bind(id)
+                .bind(worker)
+                .execute(pool)
+                .await?;
+            });
+        }
+        Ok(())
+    }
+
+    /// The SMTP server accepted the message. Its bodies are dropped: they may hold a token.
+    pub async fn outbox_sent(&self, id: i64) -> Result<()> {
+        let now = super::now();
+        on_pool!(self, |pool, _d| {
+            sqlx::query(
+                "UPDATE outbox SET status = 'sent', sent_at = $1, attempts = attempts + 1,
+                        lease_until = NULL, text_body = NULL, html_body = NULL, last_error = NULL
+                 WHERE id = $2",
+            )
+            .bind(now)
+            .bind(id)
+            .execute(pool)
+            .await?;
+        });
+        Ok(())
+    }
+
+    /// A temporary failure of this message: try again at `next_attempt_at`.
+    pub async fn outbox_retry(&self, id: i64, next_attempt_at: DateTime<Utc>, error: &str) -> Result<()> {
+        on_pool!(self, |pool, _d| {
+            sqlx::query(
+                "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = $1, lease_until = NULL,
+                        last_error = $2
+                 WHERE id = $3",
+            )
+            .bind(next_attempt_at)
+            .bind(error)
+            .bind(id)
+            .execute(pool)
+            .await?;
+        });
+        Ok(())
+    }
+
+    /// A permanent failure (or a message no longer wanted): never sent.
+    pub async fn outbox_fail(&self, id: i64, status: &'static str, error: &str) -> Result<()> {
+        on_pool!(self, |pool, _d| {
+            sqlx::query(
+                "UPDATE outbox SET status = $1, attempts = attempts + 1, lease_until = NULL,
+                        last_error = $2, text_body = NULL, html_body = NULL
+                 WHERE id = $3",
+            )
+            .bind(status)
+            .bind(error)
+            .bind(id)
+            .execute(pool)
+            .await?;
+        });
+        Ok(())
+    }
+
+    /// Gives a claimed message back untouched (the session failed, not the message).
+    pub async fn outbox_release(&self, id: i64) -> Result<()> {
+        on_pool!(self, |pool, _d| {
+            sqlx::query("UPDATE outbox SET lease_until = NULL WHERE id = $1 AND status = 'queued'")
+                .bind(id)
+                .execute(pool)
+                .await?;
+        });
+        Ok(())
+    }
+}
+
+/// Lets transactional code of either backend queue a message in its own transaction.
+pub(crate) trait OutboxBackend: sqlx::Database {
+    fn insert(
+        tx: &mut sqlx::Transaction<'static, Self>,
+        msg: &NewOutboxMessage,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<()>> + Send;
+}
+
+impl OutboxBackend for sqlx::Sqlite {
+    async fn insert(
+        tx: &mut sqlx::Transaction<'static, Self>,
+        msg: &NewOutboxMessage,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        insert_outbox!(&mut **tx, msg, now)?;
+        Ok(())
+    }
+}
+
+impl OutboxBackend for sqlx::Postgres {
+    async fn insert(
+        tx: &mut sqlx::Transaction<'static, Self>,
+        msg: &NewOutboxMessage,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        insert_outbox!(&mut **tx, msg, now)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,287 @@
+//! Subscribers, their subscriptions per list, consent records and confirmation tokens.
+
+use chrono::{DateTime, TimeDelta, Utc};
+use serde::Serialize;
+
+use super::{List, NewOutboxMessage, Result, Store, on_pool};
+use crate::domain::EmailAddress;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SubscriptionStatus {
+    Pending,
+    Confirmed,
+    Unsubscribed,
+}
+
+impl SubscriptionStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Confirmed => "confirmed",
+            Self::Unsubscribed => "unsubscribed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "pending" => Some(Self::Pending),
+            "confirmed" => Some(Self::Confirmed),
+            "unsubscribed" => Some(Self::Unsubscribed),
+            _ => None,
+        }
+    }
+}
+
+/// Where and how a signup (or a confirmation) was requested: the consent record.
+#[derive(Debug, Clone, Default)]
+pub struct RequestOrigin {
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub page: Option<String>,
+}
+
+/// A signup request, already validated.
+pub struct NewSignup<'a> {
+    pub email: &'a EmailAddress,
+    pub lists: &'a [List],
+    pub origin: &'a RequestOrigin,
+    /// SHA-256 of the confirmation token that the email will carry.
+    pub token_hash: &'a str,
+    pub token_ttl: TimeDelta,
+    /// At most one confirmation email per address within this window.
+    pub resend_after: TimeDelta,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SignupOutcome {
+    /// A confirmation email for these lists was queued.
+    ConfirmationQueued,
+    /// Every requested list is already confirmed: nothing to do.
+    AlreadyConfirmed,
+    /// Subscriptions are pending, but an email went to this address moments ago.
+    Throttled,
+}
+
+#[derive(Debug, Clone)]
+pub enum ConfirmOutcome {
+    /// The token is valid: these lists (of its email) are confirmed; `newly` were pending until now.
+    Confirmed {
+        lists: Vec<List>,
+        newly: Vec<i64>,
+    },
+    Expired,
+    Unknown,
+}
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct SubscriberRow {
+    #[serde(skip)]
+    pub id: i64,
+    pub email: String,
+    pub status: String,
+    pub created_at: DateTime<Utc>,
+    pub confirmed_at: Option<DateTime<Utc>>,
+    pub unsubscribed_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SubscriberPage {
+    pub subscribers: Vec<SubscriberRow>,
+    /// Cursor for the next page (pass as `after`), or `None` on the last page.
+    pub next: Option<String>,
+}
+
+impl Store {
+    /// Records a signup in one write transaction: the subscriber, a `pending` subscription with
+    /// its consent record per list, and (unless throttled or already confirmed) the confirmation
+    /// token and its email in the outbox. `render` builds that email for the lists it confirms.
+    pub async fn signup(
+        &self,
+        signup: NewSignup<'_>,
+        render: impl FnOnce(&[&List]) -> NewOutboxMessage,
+    ) -> Result<SignupOutcome> {
+        let now = super::now();
+        on_pool!(self, |pool, d| {
+            let mut tx = pool.begin_with(d.begin_write).await?;
+            let (subscriber_id, last_sent): (i64, Option<DateTime<Utc>>) = sqlx::query_as(
+                "INSERT INTO subscribers (email, email_key, created_at) VALUES ($1, $2, $3)
+                 ON CONFLICT (email_key) DO UPDATE SET email_key = excluded.email_key
+                 RETURNING id, last_confirmation_at",
+            )
+            .bind(signup.email.as_str())
+            .bind(signup.email.key())
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await?;
+
+            let confirmed: Vec<i64> = sqlx::query_scalar(
+                "SELECT list_id FROM subscriptions WHERE subscriber_id = $1 AND status = 'confirmed'",
+            )
+            .bind(subscriber_id)
+            .fetch_all(&mut *tx)
+            .await?;
+            let needed: Vec<&List> = signup.lists.iter().filter(|l| !confirmed.contains(&l.id)).collect();
+            if needed.is_empty() {
+                tx.commit().await?;
+                return Ok(SignupOutcome::AlreadyConfirmed);
+            }
+
+            // New, pending and unsubscribed subscriptions all (re)start double opt-in.
+            for list in &needed {
+                sqlx::query(
+                    "INSERT INTO subscriptions (list_id, subscriber_id, status, created_at, consent_at,
+                                                consent_ip, consent_user_agent, consent_page)
+                     VALUES ($1, $2, 'pending', $3, $3, $4, $5, $6)
+                     ON CONFLICT (list_id, subscriber_id) DO UPDATE SET
+                        status = 'pending', consent_at = excluded.consent_at,
+                        consent_ip = excluded.consent_ip,
+                        consent_user_agent = excluded.consent_user_agent,
+                        consent_page = excluded.consent_page,
+                        confirmed_at = NULL, confirm_ip = NULL, confirm_user_agent = NULL,
+                        unsubscribed_at = NULL",
+                )
+                .bind(list.id)
+                .bind(subscriber_id)
+                .bind(now)
+                .bind(signup.origin.ip.as_deref())
+                .bind(signup.origin.user_agent.as_deref())
+                .bind(signup.origin.page.as_deref())
+                .execute(&mut *tx)
+                .await?;
+            }
+
+            if last_sent.is_some_and(|t| now - t < signup.resend_after) {
+                tx.commit().await?;
+                return Ok(SignupOutcome::Throttled);
+            }
+
+            let confirmation_id: i64 = sqlx::query_scalar(
+                "INSERT INTO confirmations (subscriber_id, token_hash, created_at, expires_at)
+                 VALUES ($1, $2, $3, $4) RETURNING id",
+            )
+            .bind(subscriber_id)
+            .bind(signup.token_hash)
+            .bind(now)
+            .bind(now + signup.token_ttl)
+            .fetch_one(&mut *tx)
+            .await?;
+            for list in &needed {
+                sqlx::query("INSERT INTO confirmation_lists (confirmation_id, list_id) VALUES ($1, $2)")
+                    .bind(confirmation_id)
+                    .bind(list.id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            sqlx::query("UPDATE subscribers SET last_confirmation_at = $1 WHERE id = $2")
+                .bind(now)
+                .bind(subscriber_id)
+                .execute(&mut *tx)
+                .await?;
+            Store::enqueue_in(&mut tx, &render(&needed), now).await?;
+            tx.commit().await?;
+            Ok(SignupOutcome::ConfirmationQueued)
+        })
+    }
+
+    /// Looks a confirmation token up without changing anything (for the scanner-safe GET).
+    pub async fn check_confirmation(&self, token_hash: &str) -> Result<ConfirmOutcome> {
+        let now = super::now();
+        on_pool!(self, |pool, _d| {
+            let row: Option<(i64, DateTime<Utc>)> =
+                sqlx::query_as("SELECT id, expires_at FROM confirmations WHERE token_hash = $1")
+                    .bind(token_hash)
+                    .fetch_optional(pool)
+                    .await?;
+            Ok(match row {
+                None => ConfirmOutcome::Unknown,
+                Some((_, expires_at)) if expires_at <= now => ConfirmOutcome::Expired,
+                Some((id, _)) => ConfirmOutcome::Confirmed {
+                    lists: sqlx::query_as::<_, List>(
+                        "SELECT l.id, l.slug, l.name, l.description, l.created_at
+                         FROM confirmation_lists cl JOIN lists l ON l.id = cl.list_id
+                         WHERE cl.confirmation_id = $1 ORDER BY l.id",
+                    )
+                    .bind(id)
+                    .fetch_all(pool)
+                    .await?,
+                    newly: Vec::new(),
+                },
+            })
+        })
+    }
+
+    /// A page of a list's subscribers in id order, optionally of one status.
+    pub async fn subscribers_page(
+        &self,
+        list_id: i64,
+        status: Option<SubscriptionStatus>,
+        after: i64,
+        limit: i64,
+    ) -> Result<SubscriberPage> {
+        on_pool!(self, |pool, _d| {
+            let mut rows = sqlx::query_as::<_, SubscriberRow>(
+                "SELECT s.id, sub.email, s.status, s.created_at, s.confirmed_at, s.unsubscribed_at
+                 FROM subscriptions s JOIN subscribers sub ON sub.id = s.subscriber_id
+                 WHERE s.list_id = $1 AND (CAST($2 AS TEXT) IS NULL OR s.status = $2) AND s.id > $3
+                 ORDER BY s.id LIMIT $4",
+            )
+            .bind(list_id)
+            .bind(status.map(SubscriptionStatus::as_str))
+            .bind(after)
+            .bind(limit + 1)
+            .fetch_all(pool)
+            .await?;
+            let next = if rows.len() as i64 > limit {
+                rows.truncate(limit as usize);
+                rows.last().map(|r| r.id.to_string())
+            } else {
+                None
+            };
+            Ok(SubscriberPage {
+                subscribers: rows,
+                next,
+            })
+        })
+    }
+
+    /// Deletes signups never confirmed within `max_age`, then subscribers left with nothing.
+    /// Returns how many pending subscriptions were removed.
+    pub async fn purge_unconfirmed(&self, max_age: TimeDelta) -> Result<u64> {
+        let cutoff = super::now() - max_age;
+        on_pool!(self, |pool, d| {
+            let mut tx = pool.begin_with(d.begin_write).await?;
+            let purged = sqlx::query("DELETE FROM subscriptions WHERE status = 'pending' AND consent_at < $1")
+                .bind(cutoff)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            sqlx::query("DELETE FROM confirmations WHERE expires_at < $1")
+                .bind(cutoff)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(
+                "DELETE FROM subscribers WHERE created_at < $1
+                 AND NOT EXISTS (SELECT 1 FROM subscriptions s WHERE s.subscriber_id = subscribers.id)",
+            )
+            .bind(cutoff)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(purged)
+        })
+    }
+}
+
+impl Store {
+    /// Whether the subscription still wants mail (checked right before each send).
+    pub async fn subscription_is_confirmed(&self, id: i64) -> Result<bool> {
+        on_pool!(self, |pool, _d| {
+            let status: Option<String> = sqlx::query_scalar("SELECT status FROM subscriptions WHERE id = $1")
+                .bind(id)
+                .fetch_optional(pool)
+                .await?;
+            Ok(status.as_deref() == Some("confirmed"))
+        })
+    }
+}

@@ -1,0 +1,7 @@
+//! Integration tests: one binary; every scenario runs on SQLite and on PostgreSQL against the
+//! real app on a loopback port and a real SMTP server inside this process.
+
+mod support;
+
+mod admin;
+mod signup;

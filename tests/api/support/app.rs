@@ -1,0 +1,324 @@
+//! A running Bulletin on a random loopback port, on its own database, sending to its own SMTP
+//! server inside the test process.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bulletin::store::Store;
+use bulletin::{Application, Config};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+use super::smtp::SmtpServer;
+
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+/// How long a test waits for an email before it fails.
+pub const MAIL_WAIT: Duration = Duration::from_secs(15);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A database of the test's own, removed when the test ends.
+pub enum TestDb {
+    Sqlite {
+        url: String,
+        _dir: tempfile::TempDir,
+    },
+    Postgres {
+        url: String,
+        name: String,
+        admin_url: String,
+    },
+}
+
+impl TestDb {
+    /// A fresh database; `None` when PostgreSQL is unreachable outside CI (in CI that fails).
+    pub async fn create(backend: Backend) -> Option<TestDb> {
+        match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().expect("temp dir");
+                let url = format!("sqlite://{}", dir.path().join("bulletin.db").display());
+                Some(TestDb::Sqlite { url, _dir: dir })
+            }
+            Backend::Postgres => {
+                let admin_url = std::env::var("BULLETIN_TEST_PG")
+                    .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+                let conn = sqlx::PgPool::connect(&admin_url).await;
+                let pool = match conn {
+                    Ok(pool) => pool,
+                    Err(e) if std::env::var_os("CI").is_none() => {
+                        eprintln!("PostgreSQL unreachable at {admin_url} ({e}): skipping (set CI to make this fail)");
+                        return None;
+                    }
+                    Err(e) => panic!("PostgreSQL unreachable at {admin_url} in CI: {e}"),
+                };
+                let name = format!("bulletin_test_{:016x}", rand_u64());
+                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                    .execute(&pool)
+                    .await
+                    .expect("create test database");
+                pool.close().await;
+                let mut url = url::Url::parse(&admin_url).expect("BULLETIN_TEST_PG is a URL");
+                url.set_path(&name);
+                Some(TestDb::Postgres {
+                    url: url.to_string(),
+                    name,
+                    admin_url,
+                })
+            }
+        }
+    }
+
+    pub fn url(&self) -> &str {
+        match self {
+            TestDb::Sqlite { url, .. } | TestDb::Postgres { url, .. } => url,
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let TestDb::Postgres { name, admin_url, .. } = self {
+            let (db, admin_url) = (name.clone(), admin_url.clone());
+            // Drop runs inside the test's runtime: use a thread with a runtime of its own.
+            let dropped = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime");
+                rt.block_on(async {
+                    let pool = sqlx::PgPool::connect(&admin_url).await?;
+                    sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "DROP DATABASE IF EXISTS {db} WITH (FORCE)"
+                    )))
+                    .execute(&pool)
+                    .await?;
+                    pool.close().await;
+                    Ok::<_, sqlx::Error>(())
+                })
+            })
+            .join();
+            if let Ok(Err(e)) = dropped {
+                eprintln!("could not drop test database {name}: {e}");
+            }
+        }
+    }
+}
+
+pub fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
+    h.finish()
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub smtp: SmtpServer,
+    pub store: Store,
+    pub backend: Backend,
+    stop: Option<oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    // Last: dropped after the app has stopped.
+    pub db: TestDb,
+}
+
+impl TestApp {
+    /// The app with test defaults; `None` only when PostgreSQL is unreachable outside CI.
+    pub async fn spawn(backend: Backend) -> Option<TestApp> {
+        Self::spawn_with(backend, &[]).await
+    }
+
+    /// The app with extra configuration variables (`BULLETIN_…` = value).
+    pub async fn spawn_with(backend: Backend, vars: &[(&str, &str)]) -> Option<TestApp> {
+        let db = TestDb::create(backend).await?;
+        let smtp = SmtpServer::start().await;
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let base = format!("http://{addr}");
+        let mut env: HashMap<String, String> = [
+            ("DATABASE_URL", db.url().to_owned()),
+            ("BULLETIN_LISTEN", addr.to_string()),
+            ("BULLETIN_PUBLIC_URL", base.clone()),
+            ("BULLETIN_SMTP_URL", smtp.url()),
+            ("BULLETIN_ADMIN_TOKEN", ADMIN_TOKEN.to_owned()),
+            ("BULLETIN_FROM", "Newsroom <news@bulletin.test>".to_owned()),
+            ("BULLETIN_RETRY_BASE", "1s".to_owned()),
+            ("BULLETIN_SMTP_POOL", "2".to_owned()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        for (k, v) in vars {
+            env.insert((*k).to_owned(), (*v).to_owned());
+        }
+        let config = Config::from_lookup(|k| env.get(k).cloned()).expect("test configuration");
+        let app = Application::with_listener(config, listener).await.expect("app starts");
+        let store = app.store().clone();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let server = tokio::spawn(app.run_until(async {
+            let _ = stopped.await;
+        }));
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("client");
+        Some(TestApp {
+            base,
+            client,
+            smtp,
+            store,
+            backend,
+            stop: Some(stop),
+            server: Some(server),
+            db,
+        })
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Stops the app as SIGTERM would and waits until it has finished.
+    pub async fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.await.expect("server task").expect("server ran");
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client.get(self.url(path)).send().await.expect("GET")
+    }
+
+    pub async fn post_json(&self, path: &str, body: &Value) -> reqwest::Response {
+        self.client.post(self.url(path)).json(body).send().await.expect("POST")
+    }
+
+    /// POSTs a url-encoded form given as pairs (keys may repeat).
+    pub async fn post_form(&self, path: &str, pairs: &[(&str, &str)]) -> reqwest::Response {
+        self.client.post(self.url(path)).form(pairs).send().await.expect("POST")
+    }
+
+    pub fn admin(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.client.request(method, self.url(path)).bearer_auth(ADMIN_TOKEN)
+    }
+
+    pub async fn create_list(&self, slug: &str, name: &str) {
+        let response = self
+            .admin(reqwest::Method::POST, "/api/lists")
+            .json(&json!({"slug": slug, "name": name, "description": format!("About {name}")}))
+            .send()
+            .await
+            .expect("create list");
+        assert_eq!(response.status(), 201, "creating list {slug}");
+    }
+
+    pub async fn signup_json(&self, email: &str, lists: &[&str]) -> reqwest::Response {
+        self.post_json("/subscriptions", &json!({"email": email, "lists": lists}))
+            .await
+    }
+
+    /// Subscribers of a list as (email, status).
+    pub async fn subscribers(&self, list: &str) -> Vec<(String, String)> {
+        let body: Value = self
+            .admin(
+                reqwest::Method::GET,
+                &format!("/api/lists/{list}/subscribers?limit=1000"),
+            )
+            .send()
+            .await
+            .expect("subscribers")
+            .json()
+            .await
+            .expect("json");
+        body["subscribers"]
+            .as_array()
+            .expect("subscribers array")
+            .iter()
+            .map(|s| {
+                (
+                    s["email"].as_str().unwrap_or_default().to_owned(),
+                    s["status"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect()
+    }
+}
+
+/// Direct SQL for checks the API does not expose (the text must suit both dialects).
+impl TestApp {
+    pub async fn sql_strings(&self, sql: &'static str) -> Vec<String> {
+        match &self.store {
+            Store::Sqlite(p) => sqlx::query_scalar(sql).fetch_all(p).await,
+            Store::Postgres(p) => sqlx::query_scalar(sql).fetch_all(p).await,
+        }
+        .expect(sql)
+    }
+
+    pub async fn sql_exec(&self, sql: &'static str) {
+        match &self.store {
+            Store::Sqlite(p) => sqlx::query(sql).execute(p).await.map(|_| ()),
+            Store::Postgres(p) => sqlx::query(sql).execute(p).await.map(|_| ()),
+        }
+        .expect(sql)
+    }
+
+    pub async fn sql_exec_with(&self, sql: &'static str, time: chrono::DateTime<chrono::Utc>, text: &str) {
+        match &self.store {
+            Store::Sqlite(p) => sqlx::query(sql).bind(time).bind(text).execute(p).await.map(|_| ()),
+            Store::Postgres(p) => sqlx::query(sql).bind(time).bind(text).execute(p).await.map(|_| ()),
+        }
+        .expect(sql)
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.abort();
+        }
+    }
+}
+
+/// The first link in `text` that starts with `prefix`.
+pub fn find_link(text: &str, prefix: &str) -> Option<String> {
+    let start = text.find(prefix)?;
+    let rest = &text[start..];
+    let end = rest
+        .find(|c: char| c.is_whitespace() || c == '"' || c == '<' || c == '>')
+        .unwrap_or(rest.len());
+    Some(rest[..end].to_owned())
+}
+
+/// Defines a `sqlite` and a `postgres` test for each scenario function taking a `Backend`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name($crate::support::app::Backend::Sqlite).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$name($crate::support::app::Backend::Postgres).await
+            }
+        }
+    )*};
+}
