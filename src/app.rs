@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::TimeDelta;
-use hmac::{KeyInit, Mac};
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
 
@@ -54,14 +53,6 @@ pub async fn load_secret(store: &Store, config: &Config) -> Result<Vec<u8>, Star
     Ok(stored.into_bytes())
 }
 
-/// HMAC-SHA256 of `data` under `key`, hex.
-pub fn sign(key: &[u8], data: &[u8]) -> String {
-    let mut mac =
-        hmac::Hmac::<sha2::Sha256>::new_from_slice(key).unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
-    mac.update(data);
-    crate::domain::hex(&mac.finalize().into_bytes())
-}
-
 pub struct Application {
     listener: TcpListener,
     state: AppState,
@@ -92,7 +83,10 @@ impl Application {
             })?),
             None => Transport::Files(config.outbox_dir.clone()),
         };
-        let composer = Composer::new(config.from.clone(), sign(&secret, b"message-id")[..16].to_owned());
+        let composer = Composer::new(
+            config.from.clone(),
+            crate::domain::keyed_hex(&secret, b"message-id")[..16].to_owned(),
+        );
         let wake = Arc::new(Notify::new());
         let sender = Sender::new(
             store.clone(),
@@ -105,7 +99,7 @@ impl Application {
             },
             wake.clone(),
         );
-        let state = AppState::new(store, config, wake);
+        let state = AppState::new(store, config, secret, wake);
         Ok(Self {
             listener,
             state,

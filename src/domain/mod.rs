@@ -4,7 +4,9 @@
 mod email;
 mod slug;
 mod token;
+mod unsubscribe;
 
 pub use email::{EmailAddress, EmailError};
 pub use slug::{ListSlug, SlugError};
 pub use token::{ConfirmationToken, TokenError, hex};
+pub use unsubscribe::{UnsubscribeTokenError, keyed_hex, sign_unsubscribe, verify_unsubscribe};

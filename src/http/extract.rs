@@ -233,3 +233,10 @@ mod tests {
         assert_eq!(t.lists, ["daily", "weekly"]);
     }
 }
+
+/// One parameter of a raw query string, percent-decoded.
+pub fn query_param(query: Option<&str>, name: &str) -> Option<String> {
+    url::form_urlencoded::parse(query?.as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}

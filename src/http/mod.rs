@@ -1,11 +1,13 @@
 //! The HTTP surface: public pages and signup, health, and the admin API.
 
 mod admin;
+mod confirm;
 mod error;
 mod extract;
 mod health;
 mod pages;
 mod subscriptions;
+mod unsubscribe;
 
 pub use admin::parse_new_list;
 pub use error::ApiError;
@@ -36,6 +38,8 @@ pub struct StateInner {
     pub store: Store,
     pub config: Config,
     pub admin_tokens: Vec<[u8; 32]>,
+    /// Key for signed links.
+    pub secret: Vec<u8>,
     /// Wakes this process's idle sender when a message is queued.
     pub sender_wake: Arc<Notify>,
 }
@@ -48,14 +52,21 @@ impl Deref for AppState {
 }
 
 impl AppState {
-    pub fn new(store: Store, config: Config, sender_wake: Arc<Notify>) -> Self {
+    pub fn new(store: Store, config: Config, secret: Vec<u8>, sender_wake: Arc<Notify>) -> Self {
         let admin_tokens = admin::token_digests(&config.admin_tokens);
         AppState(Arc::new(StateInner {
             store,
             config,
             admin_tokens,
+            secret,
             sender_wake,
         }))
+    }
+
+    /// The signed one-click unsubscribe URL of a subscription.
+    pub fn unsubscribe_url(&self, subscription_id: i64) -> String {
+        let token = crate::domain::sign_unsubscribe(&self.secret, subscription_id);
+        self.config.link(&format!("/unsubscribe?token={token}"))
     }
 
     pub fn wake_sender(&self) {
@@ -68,6 +79,15 @@ pub fn router(state: AppState) -> Router {
         .route("/", get(pages::signup_form))
         .route("/static/style.css", get(pages::stylesheet))
         .route("/subscriptions", post(subscriptions::subscribe))
+        .route(
+            "/subscriptions/confirm",
+            get(confirm::confirm_page).post(confirm::confirm),
+        )
+        .route("/subscriptions/resend", post(confirm::resend))
+        .route(
+            "/unsubscribe",
+            get(unsubscribe::unsubscribe_page).post(unsubscribe::unsubscribe),
+        )
         .route("/healthz", get(health::healthz))
         .layer(DefaultBodyLimit::max(extract::PUBLIC_BODY_LIMIT));
 

@@ -87,15 +87,24 @@ async fn signup(
         }
     };
     let lists = resolve_lists(state, &request.lists).await?;
+    start_opt_in(state, &email, &lists, origin).await
+}
 
+/// Records a signup for `lists` and queues its confirmation email (subject to the resend window).
+pub async fn start_opt_in(
+    state: &AppState,
+    email: &EmailAddress,
+    lists: &[List],
+    origin: &crate::store::RequestOrigin,
+) -> Result<(), ApiError> {
     let token = ConfirmationToken::generate();
     let link = state
         .config
         .link(&format!("/subscriptions/confirm?token={}", token.as_str()));
     let ttl = state.config.confirm_ttl;
     let signup = NewSignup {
-        email: &email,
-        lists: &lists,
+        email,
+        lists,
         origin,
         token_hash: &token.hash(),
         token_ttl: TimeDelta::from_std(ttl).unwrap_or(TimeDelta::hours(48)),

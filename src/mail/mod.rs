@@ -11,7 +11,7 @@ use lettre::address::Envelope;
 use lettre::message::header::{HeaderName, HeaderValue};
 use lettre::message::{Mailbox, MultiPart};
 
-use crate::store::outbox::PRIORITY_CONFIRMATION;
+use crate::store::outbox::{PRIORITY_CONFIRMATION, PRIORITY_TRANSACTIONAL};
 use crate::store::{List, NewOutboxMessage, OutboxMessage};
 
 #[derive(Template)]
@@ -28,6 +28,56 @@ struct ConfirmText<'a> {
     lists: &'a [&'a str],
     link: &'a str,
     ttl: &'a str,
+}
+
+#[derive(Template)]
+#[template(path = "welcome.html")]
+struct WelcomeHtml<'a> {
+    list: &'a List,
+    unsubscribe_url: &'a str,
+}
+
+#[derive(Template)]
+#[template(path = "welcome.txt")]
+struct WelcomeText<'a> {
+    list: &'a List,
+    unsubscribe_url: &'a str,
+}
+
+/// The headers every email to a confirmed subscriber carries: `List-Id` (RFC 2919) and one-click
+/// unsubscribe (RFC 2369 + RFC 8058). `namespace` is a domain of the sender's.
+pub fn list_headers(list: &List, unsubscribe_url: &str, namespace: &str) -> Vec<(String, String)> {
+    // The phrase is quoted; quotes and backslashes in a list name would end it early.
+    let phrase: String = list.name.chars().filter(|c| !matches!(c, '"' | '\\')).collect();
+    vec![
+        ("List-Id".into(), format!("\"{phrase}\" <{}.{namespace}>", list.slug)),
+        ("List-Unsubscribe".into(), format!("<{unsubscribe_url}>")),
+        ("List-Unsubscribe-Post".into(), "List-Unsubscribe=One-Click".into()),
+    ]
+}
+
+/// The email a subscriber receives once a list is confirmed.
+pub fn welcome_email(
+    recipient: &str,
+    list: &List,
+    subscription_id: i64,
+    unsubscribe_url: &str,
+    namespace: &str,
+) -> NewOutboxMessage {
+    let html = WelcomeHtml { list, unsubscribe_url };
+    let text = WelcomeText { list, unsubscribe_url };
+    NewOutboxMessage {
+        kind: "welcome",
+        priority: PRIORITY_TRANSACTIONAL,
+        recipient: recipient.to_owned(),
+        subject: format!("Welcome to {}", list.name),
+        text_body: text
+            .render()
+            .unwrap_or_else(|e| format!("Welcome to {}.\n\nUnsubscribe: {unsubscribe_url}\n({e})", list.name)),
+        html_body: html.render().unwrap_or_default(),
+        headers: list_headers(list, unsubscribe_url, namespace),
+        subscription_id: Some(subscription_id),
+    }
 }
 
 /// "Daily Briefing", "Daily Briefing and Weekly", "A, B and C".

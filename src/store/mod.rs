@@ -10,7 +10,8 @@ mod subscriptions;
 pub use lists::{List, ListCounts, NewList};
 pub use outbox::{NewOutboxMessage, OutboxMessage};
 pub use subscriptions::{
-    ConfirmOutcome, NewSignup, RequestOrigin, SignupOutcome, SubscriberPage, SubscriberRow, SubscriptionStatus,
+    ConfirmOutcome, NewSignup, RequestOrigin, SignupOutcome, SubscriberPage, SubscriberRow, SubscriptionInfo,
+    SubscriptionStatus,
 };
 
 use std::str::FromStr;

@@ -285,3 +285,155 @@ impl Store {
         })
     }
 }
+
+/// A subscription as seen from an unsubscribe link.
+#[derive(Debug, Clone)]
+pub struct SubscriptionInfo {
+    pub list: List,
+    pub email: String,
+    pub status: SubscriptionStatus,
+}
+
+impl Store {
+    /// Confirms the lists a token's email named, in one write transaction: each still-pending
+    /// subscription becomes `confirmed` with the confirming request's consent facts, and its
+    /// welcome email (built by `welcome` from the list and subscription id) is queued. Confirming
+    /// again changes nothing and answers the same.
+    pub async fn confirm(
+        &self,
+        token_hash: &str,
+        origin: &RequestOrigin,
+        mut welcome: impl FnMut(&List, &str, i64) -> NewOutboxMessage,
+    ) -> Result<ConfirmOutcome> {
+        let now = super::now();
+        on_pool!(self, |pool, d| {
+            let mut tx = pool.begin_with(d.begin_write).await?;
+            let row: Option<(i64, i64, DateTime<Utc>, String)> = sqlx::query_as(
+                "SELECT c.id, c.subscriber_id, c.expires_at, s.email
+                 FROM confirmations c JOIN subscribers s ON s.id = c.subscriber_id
+                 WHERE c.token_hash = $1",
+            )
+            .bind(token_hash)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let (confirmation_id, subscriber_id, email) = match row {
+                None => return Ok(ConfirmOutcome::Unknown),
+                Some((_, _, expires_at, _)) if expires_at <= now => return Ok(ConfirmOutcome::Expired),
+                Some((id, subscriber, _, email)) => (id, subscriber, email),
+            };
+            let lists = sqlx::query_as::<_, List>(
+                "SELECT l.id, l.slug, l.name, l.description, l.created_at
+                 FROM confirmation_lists cl JOIN lists l ON l.id = cl.list_id
+                 WHERE cl.confirmation_id = $1 ORDER BY l.id",
+            )
+            .bind(confirmation_id)
+            .fetch_all(&mut *tx)
+            .await?;
+            let mut newly = Vec::new();
+            for list in &lists {
+                let confirmed: Option<i64> = sqlx::query_scalar(
+                    "UPDATE subscriptions SET status = 'confirmed', confirmed_at = $1, confirm_ip = $2,
+                            confirm_user_agent = $3
+                     WHERE subscriber_id = $4 AND list_id = $5 AND status = 'pending'
+                     RETURNING id",
+                )
+                .bind(now)
+                .bind(origin.ip.as_deref())
+                .bind(origin.user_agent.as_deref())
+                .bind(subscriber_id)
+                .bind(list.id)
+                .fetch_optional(&mut *tx)
+                .await?;
+                if let Some(subscription_id) = confirmed {
+                    Store::enqueue_in(&mut tx, &welcome(list, &email, subscription_id), now).await?;
+                    newly.push(subscription_id);
+                }
+            }
+            // Name only what is confirmed now: a list left since stays left.
+            let confirmed_ids: Vec<i64> = sqlx::query_scalar(
+                "SELECT list_id FROM subscriptions WHERE subscriber_id = $1 AND status = 'confirmed'",
+            )
+            .bind(subscriber_id)
+            .fetch_all(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            let lists = lists.into_iter().filter(|l| confirmed_ids.contains(&l.id)).collect();
+            Ok(ConfirmOutcome::Confirmed { lists, newly })
+        })
+    }
+
+    /// The address and lists of a confirmation token, expired or not (to send a fresh link).
+    pub async fn confirmation_request(&self, token_hash: &str) -> Result<Option<(String, Vec<List>)>> {
+        on_pool!(self, |pool, _d| {
+            let row: Option<(i64, String)> = sqlx::query_as(
+                "SELECT c.id, s.email FROM confirmations c JOIN subscribers s ON s.id = c.subscriber_id
+                 WHERE c.token_hash = $1",
+            )
+            .bind(token_hash)
+            .fetch_optional(pool)
+            .await?;
+            let Some((id, email)) = row else { return Ok(None) };
+            let lists = sqlx::query_as::<_, List>(
+                "SELECT l.id, l.slug, l.name, l.description, l.created_at
+                 FROM confirmation_lists cl JOIN lists l ON l.id = cl.list_id
+                 WHERE cl.confirmation_id = $1 ORDER BY l.id",
+            )
+            .bind(id)
+            .fetch_all(pool)
+            .await?;
+            Ok(Some((email, lists)))
+        })
+    }
+
+    pub async fn subscription_info(&self, subscription_id: i64) -> Result<Option<SubscriptionInfo>> {
+        #[derive(sqlx::FromRow)]
+        struct Row {
+            #[sqlx(flatten)]
+            list: List,
+            email: String,
+            status: String,
+        }
+        on_pool!(self, |pool, _d| {
+            let row = sqlx::query_as::<_, Row>(
+                "SELECT l.id, l.slug, l.name, l.description, l.created_at, sub.email, s.status
+                 FROM subscriptions s JOIN lists l ON l.id = s.list_id
+                 JOIN subscribers sub ON sub.id = s.subscriber_id
+                 WHERE s.id = $1",
+            )
+            .bind(subscription_id)
+            .fetch_optional(pool)
+            .await?;
+            Ok(row.map(|r| SubscriptionInfo {
+                list: r.list,
+                email: r.email,
+                status: SubscriptionStatus::parse(&r.status).unwrap_or(SubscriptionStatus::Unsubscribed),
+            }))
+        })
+    }
+
+    /// Unsubscribes at once and cancels mail still queued for the subscription. Idempotent.
+    pub async fn unsubscribe(&self, subscription_id: i64) -> Result<()> {
+        let now = super::now();
+        on_pool!(self, |pool, d| {
+            let mut tx = pool.begin_with(d.begin_write).await?;
+            sqlx::query(
+                "UPDATE subscriptions SET status = 'unsubscribed', unsubscribed_at = $1
+                 WHERE id = $2 AND status <> 'unsubscribed'",
+            )
+            .bind(now)
+            .bind(subscription_id)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "UPDATE outbox SET status = 'cancelled', last_error = 'unsubscribed', text_body = NULL,
+                        html_body = NULL
+                 WHERE subscription_id = $1 AND status = 'queued'",
+            )
+            .bind(subscription_id)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+}

@@ -4,4 +4,5 @@
 mod support;
 
 mod admin;
+mod optin;
 mod signup;

@@ -268,6 +268,15 @@ impl TestApp {
         .expect(sql)
     }
 
+    /// The key of signed links, as the app keeps it.
+    pub async fn secret(&self) -> Vec<u8> {
+        self.store
+            .setting_get_or_insert("secret", "unused")
+            .await
+            .expect("secret")
+            .into_bytes()
+    }
+
     pub async fn sql_exec(&self, sql: &'static str) {
         match &self.store {
             Store::Sqlite(p) => sqlx::query(sql).execute(p).await.map(|_| ()),
