@@ -191,6 +191,13 @@ impl<S: Send + Sync> FromRequestParts<S> for Origin {
     }
 }
 
+/// One parameter of a raw query string, percent-decoded.
+pub fn query_param(query: Option<&str>, name: &str) -> Option<String> {
+    url::form_urlencoded::parse(query?.as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -232,11 +239,4 @@ mod tests {
         let t: T = parse_form(b"email=a%40b.org&lists=daily&lists=weekly").unwrap();
         assert_eq!(t.lists, ["daily", "weekly"]);
     }
-}
-
-/// One parameter of a raw query string, percent-decoded.
-pub fn query_param(query: Option<&str>, name: &str) -> Option<String> {
-    url::form_urlencoded::parse(query?.as_bytes())
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.into_owned())
 }

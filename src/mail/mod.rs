@@ -92,7 +92,7 @@ pub fn join_names(names: &[&str]) -> String {
 /// "48 hours", "30 minutes", "1 hour".
 pub fn human_duration(d: Duration) -> String {
     let secs = d.as_secs();
-    let (n, unit) = if secs >= 3600 && secs % 3600 == 0 {
+    let (n, unit) = if secs >= 3600 && secs.is_multiple_of(3600) {
         (secs / 3600, "hour")
     } else if secs >= 60 {
         (secs / 60, "minute")

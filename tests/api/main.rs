@@ -5,4 +5,5 @@ mod support;
 
 mod admin;
 mod optin;
+mod sender;
 mod signup;

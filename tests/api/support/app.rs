@@ -121,14 +121,27 @@ pub fn rand_u64() -> u64 {
     h.finish()
 }
 
+type ServerTask = tokio::task::JoinHandle<std::io::Result<()>>;
+
+async fn start(env: &HashMap<String, String>, listener: TcpListener) -> (Store, oneshot::Sender<()>, ServerTask) {
+    let config = Config::from_lookup(|k| env.get(k).cloned()).expect("test configuration");
+    let app = Application::with_listener(config, listener).await.expect("app starts");
+    let store = app.store().clone();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until(async {
+        let _ = stopped.await;
+    }));
+    (store, stop, server)
+}
+
 pub struct TestApp {
     pub base: String,
     pub client: reqwest::Client,
     pub smtp: SmtpServer,
     pub store: Store,
-    pub backend: Backend,
+    env: HashMap<String, String>,
     stop: Option<oneshot::Sender<()>>,
-    server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    server: Option<ServerTask>,
     // Last: dropped after the app has stopped.
     pub db: TestDb,
 }
@@ -162,13 +175,7 @@ impl TestApp {
         for (k, v) in vars {
             env.insert((*k).to_owned(), (*v).to_owned());
         }
-        let config = Config::from_lookup(|k| env.get(k).cloned()).expect("test configuration");
-        let app = Application::with_listener(config, listener).await.expect("app starts");
-        let store = app.store().clone();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let server = tokio::spawn(app.run_until(async {
-            let _ = stopped.await;
-        }));
+        let (store, stop, server) = start(&env, listener).await;
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()
@@ -178,11 +185,25 @@ impl TestApp {
             client,
             smtp,
             store,
-            backend,
+            env,
             stop: Some(stop),
             server: Some(server),
             db,
         })
+    }
+
+    /// Stops the app gracefully and starts a new one on the same database and SMTP server.
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        self.base = format!("http://{addr}");
+        self.env.insert("BULLETIN_LISTEN".into(), addr.to_string());
+        self.env.insert("BULLETIN_PUBLIC_URL".into(), self.base.clone());
+        let (store, stop, server) = start(&self.env, listener).await;
+        self.store = store;
+        self.stop = Some(stop);
+        self.server = Some(server);
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -197,6 +218,8 @@ impl TestApp {
         if let Some(server) = self.server.take() {
             server.await.expect("server task").expect("server ran");
         }
+        // The app closed its pool: keep a handle for the test's own checks.
+        self.store = Store::connect(self.db.url()).await.expect("reconnect");
     }
 
     pub async fn get(&self, path: &str) -> reqwest::Response {

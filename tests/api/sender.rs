@@ -1,0 +1,187 @@
+//! The sender against SMTP faults: outages, session errors, 5xx, 4xx, shutdown.
+
+use std::time::Duration;
+
+use crate::on_both_backends;
+use crate::support::app::{Backend, MAIL_WAIT, TestApp};
+
+on_both_backends!(
+    smtp_down_at_signup_then_up_delivers,
+    session_errors_fail_nothing_and_count_no_attempt,
+    permanent_rejection_fails_only_that_message,
+    temporary_rejection_is_retried,
+    dropped_connection_after_data_is_resent,
+    shutdown_mid_send_loses_nothing,
+);
+
+async fn outbox(app: &TestApp, email: &str) -> (String, i64, String) {
+    let rows = app
+        .sql_strings(
+            "SELECT status || '|' || CAST(attempts AS TEXT) || '|' || COALESCE(last_error, '') || '|' || recipient FROM outbox",
+        )
+        .await;
+    let row = rows
+        .iter()
+        .find(|r| r.ends_with(&format!("|{email}")))
+        .expect("outbox row");
+    let parts: Vec<&str> = row.splitn(4, '|').collect();
+    (parts[0].to_owned(), parts[1].parse().unwrap(), parts[2].to_owned())
+}
+
+/// Polls the database until `email`'s outbox row reaches `status` (the sender records
+/// asynchronously after the SMTP server has the message).
+async fn wait_status(app: &TestApp, email: &str, status: &str) -> (String, i64, String) {
+    let deadline = std::time::Instant::now() + MAIL_WAIT;
+    loop {
+        let row = outbox(app, email).await;
+        if row.0 == status {
+            return row;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{email}: outbox row stuck at {row:?}, wanted {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn smtp_down_at_signup_then_up_delivers(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    app.create_list("daily", "Daily Briefing").await;
+    app.smtp.set_down(true);
+    // Signups do not wait for SMTP.
+    for n in 0..3 {
+        assert_eq!(
+            app.signup_json(&format!("down{n}@news.example"), &["daily"])
+                .await
+                .status(),
+            202
+        );
+    }
+    assert_eq!(outbox(&app, "down0@news.example").await.0, "queued");
+    app.smtp.set_down(false);
+    app.smtp.wait_for_count(3, Duration::from_secs(30)).await;
+    for n in 0..3 {
+        let (status, attempts, _) = wait_status(&app, &format!("down{n}@news.example"), "sent").await;
+        assert_eq!((status.as_str(), attempts), ("sent", 1));
+    }
+}
+
+async fn session_errors_fail_nothing_and_count_no_attempt(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    app.create_list("daily", "Daily Briefing").await;
+    app.smtp.greeting(421);
+    app.signup_json("busy@news.example", &["daily"]).await;
+    // Wait until the sender has met the 421 at least twice (it backs off and retries by itself).
+    let deadline = std::time::Instant::now() + MAIL_WAIT;
+    while app.smtp.connections() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the sender never retried the session"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(outbox(&app, "busy@news.example").await.0, "queued");
+    app.smtp.reset_faults();
+    app.smtp.wait_for_count(1, Duration::from_secs(30)).await;
+    let (_, attempts, _) = wait_status(&app, "busy@news.example", "sent").await;
+    assert_eq!(attempts, 1, "session failures count no attempt");
+}
+
+async fn permanent_rejection_fails_only_that_message(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    app.create_list("daily", "Daily Briefing").await;
+    app.smtp.reject_rcpt("nobody@news.example", 550, None);
+    app.signup_json("nobody@news.example", &["daily"]).await;
+    app.signup_json("somebody@news.example", &["daily"]).await;
+    app.smtp
+        .wait_for(|m| m.to().iter().any(|t| t.contains("somebody@")), MAIL_WAIT)
+        .await;
+    let (_, attempts, error) = wait_status(&app, "nobody@news.example", "failed").await;
+    assert_eq!(attempts, 1);
+    assert!(error.contains("550"), "the reply is recorded: {error}");
+    assert!(app.smtp.messages_to("nobody@news.example").is_empty());
+}
+
+async fn temporary_rejection_is_retried(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    app.create_list("daily", "Daily Briefing").await;
+    app.smtp.reject_rcpt("later@news.example", 451, Some(1));
+    app.signup_json("later@news.example", &["daily"]).await;
+    app.smtp
+        .wait_for(|m| m.to().iter().any(|t| t.contains("later@")), Duration::from_secs(30))
+        .await;
+    let (_, attempts, _) = wait_status(&app, "later@news.example", "sent").await;
+    assert_eq!(attempts, 2, "one deferred attempt, then success");
+    assert_eq!(app.smtp.messages_to("later@news.example").len(), 1);
+}
+
+async fn dropped_connection_after_data_is_resent(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    app.create_list("daily", "Daily Briefing").await;
+    app.smtp.drop_connection_after_data(Some(1));
+    app.signup_json("dropped@news.example", &["daily"]).await;
+    let mail = app
+        .smtp
+        .wait_for(
+            |m| m.to().iter().any(|t| t.contains("dropped@")),
+            Duration::from_secs(30),
+        )
+        .await;
+    let (_, attempts, _) = wait_status(&app, "dropped@news.example", "sent").await;
+    assert_eq!(attempts, 1);
+    let id = app.sql_strings("SELECT CAST(id AS TEXT) FROM outbox").await;
+    let message_id = mail.header("Message-ID").unwrap();
+    assert!(
+        message_id.starts_with(&format!("<confirmation.{}.", id[0])),
+        "derived from the outbox id: {message_id}"
+    );
+}
+
+async fn shutdown_mid_send_loses_nothing(backend: Backend) {
+    let Some(mut app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    app.create_list("daily", "Daily Briefing").await;
+    app.smtp.stall(Duration::from_millis(30));
+    let total = 12;
+    for n in 0..total {
+        app.signup_json(&format!("s{n}@news.example"), &["daily"]).await;
+    }
+    app.smtp.wait_for_count(1, MAIL_WAIT).await;
+    app.stop().await;
+    // After a graceful stop: what the server accepted is recorded as sent, the rest is queued
+    // and free for the next process (no lease left behind).
+    let received = app.smtp.messages().len();
+    let sent = app
+        .sql_strings("SELECT CAST(id AS TEXT) FROM outbox WHERE status = 'sent'")
+        .await
+        .len();
+    let leased = app
+        .sql_strings("SELECT CAST(id AS TEXT) FROM outbox WHERE lease_until IS NOT NULL")
+        .await;
+    assert_eq!(sent, received, "every accepted message is recorded");
+    assert!(leased.is_empty(), "leases released: {leased:?}");
+    assert!(received < total, "the stop came mid-send");
+
+    app.smtp.reset_faults();
+    app.restart().await;
+    app.smtp.wait_for_count(total, Duration::from_secs(30)).await;
+    for n in 0..total {
+        assert_eq!(
+            app.smtp.messages_to(&format!("s{n}@news.example")).len(),
+            1,
+            "s{n} exactly once"
+        );
+    }
+}
