@@ -33,6 +33,7 @@ pub struct OutboxMessage {
     pub html_body: Option<String>,
     pub headers: String,
     pub attempts: i32,
+    pub priority: i32,
     pub subscription_id: Option<i64>,
 }
 
@@ -103,7 +104,7 @@ impl Store {
                                 AND (lease_until IS NULL OR lease_until < $3)
                               ORDER BY priority, next_attempt_at, id LIMIT $4 {})
                  RETURNING id, kind, recipient, subject, text_body, html_body, headers, attempts,
-                           subscription_id",
+                           priority, subscription_id",
                 d.skip_locked
             );
             let mut rows = sqlx::query_as::<_, OutboxMessage>(AssertSqlSafe(sql))
@@ -113,7 +114,8 @@ impl Store {
                 .bind(limit)
                 .fetch_all(pool)
                 .await?;
-            rows.sort_by_key(|m| m.id);
+            // RETURNING has no order: confirmations first, then oldest first.
+            rows.sort_by_key(|m| (m.priority, m.id));
             Ok(rows)
         })
     }

@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use crate::on_both_backends;
-use crate::support::app::{Backend, MAIL_WAIT, TestApp};
+use crate::support::app::{ADMIN_TOKEN, Backend, ChildApp, MAIL_WAIT, TestApp, TestDb};
+use crate::support::smtp::SmtpServer;
 
 on_both_backends!(
     smtp_down_at_signup_then_up_delivers,
@@ -12,6 +13,9 @@ on_both_backends!(
     temporary_rejection_is_retried,
     dropped_connection_after_data_is_resent,
     shutdown_mid_send_loses_nothing,
+    sigterm_mid_send_loses_nothing,
+    expired_leases_are_taken_over_and_live_ones_are_not,
+    confirmations_go_first,
 );
 
 async fn outbox(app: &TestApp, email: &str) -> (String, i64, String) {
@@ -184,4 +188,140 @@ async fn shutdown_mid_send_loses_nothing(backend: Backend) {
             "s{n} exactly once"
         );
     }
+}
+
+async fn sigterm_mid_send_loses_nothing(backend: Backend) {
+    let Some(db) = TestDb::create(backend).await else {
+        return;
+    };
+    let smtp = SmtpServer::start().await;
+    smtp.stall(Duration::from_millis(30));
+    let app = ChildApp::serve(&db, &smtp, &[("BULLETIN_SMTP_POOL", "1")]).await;
+    let client = reqwest::Client::new();
+    let r = client
+        .post(format!("{}/api/lists", app.base))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&serde_json::json!({"slug": "daily", "name": "Daily Briefing"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let total = 10;
+    for n in 0..total {
+        let r = client
+            .post(format!("{}/subscriptions", app.base))
+            .json(&serde_json::json!({"email": format!("t{n}@news.example"), "lists": ["daily"]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+    }
+    smtp.wait_for_count(1, MAIL_WAIT).await;
+    let status = app.terminate().await;
+    assert!(status.success(), "clean exit after SIGTERM: {status:?}");
+
+    let store = bulletin::store::Store::connect(db.url()).await.unwrap();
+    let rows = match &store {
+        bulletin::store::Store::Sqlite(p) => {
+            sqlx::query_as::<_, (String, Option<String>)>(
+                "SELECT status, leased_by FROM outbox WHERE lease_until IS NOT NULL OR status = 'sent'",
+            )
+            .fetch_all(p)
+            .await
+        }
+        bulletin::store::Store::Postgres(p) => {
+            sqlx::query_as::<_, (String, Option<String>)>(
+                "SELECT status, leased_by FROM outbox WHERE lease_until IS NOT NULL OR status = 'sent'",
+            )
+            .fetch_all(p)
+            .await
+        }
+    }
+    .unwrap();
+    let received = smtp.messages().len();
+    assert!(received < total, "SIGTERM came mid-send");
+    assert!(rows.iter().all(|(s, _)| s == "sent"), "no lease left behind: {rows:?}");
+    assert_eq!(
+        rows.len(),
+        received,
+        "every message the server accepted is recorded as sent"
+    );
+    store.close().await;
+}
+
+async fn expired_leases_are_taken_over_and_live_ones_are_not(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let now = chrono::Utc::now();
+    for (who, lease) in [
+        ("orphan@news.example", now - chrono::TimeDelta::seconds(1)),
+        ("held@news.example", now + chrono::TimeDelta::hours(1)),
+    ] {
+        let sql =
+            "INSERT INTO outbox (kind, priority, recipient, subject, text_body, html_body, headers, next_attempt_at,
+                                       created_at, lease_until, leased_by)
+                   VALUES ('confirmation', 0, $2, 'Test', 'text', '<p>html</p>', '[]', $1, $1, $3, 'a-dead-process')";
+        match &app.store {
+            bulletin::store::Store::Sqlite(p) => sqlx::query(sql)
+                .bind(now)
+                .bind(who)
+                .bind(lease)
+                .execute(p)
+                .await
+                .map(|_| ()),
+            bulletin::store::Store::Postgres(p) => sqlx::query(sql)
+                .bind(now)
+                .bind(who)
+                .bind(lease)
+                .execute(p)
+                .await
+                .map(|_| ()),
+        }
+        .unwrap();
+    }
+    app.create_list("daily", "Daily Briefing").await;
+    app.signup_json("fresh@news.example", &["daily"]).await;
+    app.smtp
+        .wait_for(|m| m.to().iter().any(|t| t.contains("orphan@")), MAIL_WAIT)
+        .await;
+    app.smtp
+        .wait_for(|m| m.to().iter().any(|t| t.contains("fresh@")), MAIL_WAIT)
+        .await;
+    wait_status(&app, "fresh@news.example", "sent").await;
+    assert!(
+        app.smtp.messages_to("held@news.example").is_empty(),
+        "a live lease is respected"
+    );
+    assert_eq!(outbox(&app, "held@news.example").await.0, "queued");
+}
+
+async fn confirmations_go_first(backend: Backend) {
+    let Some(mut app) = TestApp::spawn_with(backend, &[("BULLETIN_SMTP_POOL", "1")]).await else {
+        return;
+    };
+    // Queue while no sender runs: a welcome, then a confirmation.
+    app.stop().await;
+    let message = |kind: &'static str, priority: i32, to: &str| bulletin::store::NewOutboxMessage {
+        kind,
+        priority,
+        recipient: to.to_owned(),
+        subject: format!("{kind} for {to}"),
+        text_body: "text".into(),
+        html_body: "<p>html</p>".into(),
+        headers: Vec::new(),
+        subscription_id: None,
+    };
+    app.store
+        .enqueue(&message("welcome", 10, "w@news.example"))
+        .await
+        .unwrap();
+    app.store
+        .enqueue(&message("confirmation", 0, "c@news.example"))
+        .await
+        .unwrap();
+    app.restart().await;
+    let all = app.smtp.wait_for_count(2, MAIL_WAIT).await;
+    let order: Vec<String> = all.iter().map(|m| m.subject().unwrap_or_default()).collect();
+    assert_eq!(order, ["confirmation for c@news.example", "welcome for w@news.example"]);
 }

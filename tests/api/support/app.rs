@@ -328,6 +328,82 @@ impl Drop for TestApp {
     }
 }
 
+/// A `bulletin` child process, killed when dropped.
+pub struct ChildApp {
+    pub child: std::process::Child,
+    pub base: String,
+}
+
+impl ChildApp {
+    /// Starts `bulletin serve` on `db`, sending to `smtp`, and waits until it answers.
+    pub async fn serve(db: &TestDb, smtp: &SmtpServer, extra: &[(&str, &str)]) -> ChildApp {
+        // Learn a free port; the child binds it right after.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("port")
+            .port();
+        let base = format!("http://127.0.0.1:{port}");
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_bulletin"));
+        command
+            .arg("serve")
+            .env_clear()
+            .env("DATABASE_URL", db.url())
+            .env("BULLETIN_LISTEN", format!("127.0.0.1:{port}"))
+            .env("BULLETIN_PUBLIC_URL", &base)
+            .env("BULLETIN_SMTP_URL", smtp.url())
+            .env("BULLETIN_ADMIN_TOKEN", ADMIN_TOKEN)
+            .env("BULLETIN_FROM", "Newsroom <news@bulletin.test>")
+            .env("BULLETIN_RETRY_BASE", "1s")
+            .env("RUST_LOG", "warn")
+            .current_dir(std::env::temp_dir())
+            .stdout(std::process::Stdio::null());
+        for (k, v) in extra {
+            command.env(k, v);
+        }
+        let child = command.spawn().expect("spawn bulletin");
+        let app = ChildApp { child, base };
+        let client = reqwest::Client::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(r) = client.get(format!("{}/healthz", app.base)).send().await
+                && r.status() == 200
+            {
+                return app;
+            }
+            assert!(std::time::Instant::now() < deadline, "bulletin serve did not come up");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub async fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill");
+        assert!(sent.success());
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "bulletin did not exit after SIGTERM"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for ChildApp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// The first link in `text` that starts with `prefix`.
 pub fn find_link(text: &str, prefix: &str) -> Option<String> {
     let start = text.find(prefix)?;
