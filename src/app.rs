@@ -128,6 +128,7 @@ impl Application {
 
         let sender_task = tokio::spawn(sender.run(shutdown_rx.clone()));
         let purge_task = tokio::spawn(purge_loop(state.store.clone(), shutdown_rx.clone()));
+        let poller_task = tokio::spawn(state.poller.clone().run(shutdown_rx.clone()));
 
         let mut http_shutdown = shutdown_rx.clone();
         let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
@@ -143,6 +144,7 @@ impl Application {
         trigger.abort();
         let _ = sender_task.await;
         let _ = purge_task.await;
+        let _ = poller_task.await;
         state.store.close().await;
         served
     }

@@ -6,7 +6,7 @@ use clap::{Parser, Subcommand};
 
 use crate::app::{Application, StartError, open_store};
 use crate::config::Config;
-use crate::store::StoreError;
+use crate::store::{Store, StoreError};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -30,6 +30,30 @@ enum Command {
     Lists {
         #[command(subcommand)]
         command: Option<ListsCommand>,
+    },
+    /// Show every feed with its last poll and error, or add or poll feeds.
+    Feeds {
+        #[command(subcommand)]
+        command: Option<FeedsCommand>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum FeedsCommand {
+    /// Add a feed (RSS, Atom or JSON Feed) to a list and poll it once.
+    Add {
+        /// The list's slug.
+        list: String,
+        /// The feed's http(s) URL.
+        url: String,
+        /// How often to poll it (1m to 7d).
+        #[arg(long, default_value = "10m")]
+        every: String,
+    },
+    /// Poll every feed (of one list) now.
+    Poll {
+        /// Only this list's feeds.
+        list: Option<String>,
     },
 }
 
@@ -77,6 +101,17 @@ pub async fn run(cli: Cli) -> ExitCode {
                 }) => create_list(&store, &slug, &name, &description).await,
             }
         }
+        Command::Feeds { command } => {
+            let store = match open_store(&config).await {
+                Ok(s) => s,
+                Err(e) => return fail_start(e),
+            };
+            match command {
+                None => print_feeds(&store).await,
+                Some(FeedsCommand::Add { list, url, every }) => add_feed(&store, &list, &url, &every).await,
+                Some(FeedsCommand::Poll { list }) => poll_feeds(&store, list.as_deref()).await,
+            }
+        }
     }
 }
 
@@ -120,7 +155,7 @@ pub async fn shutdown_signal() {
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
 }
 
-async fn print_lists(store: &crate::store::Store) -> ExitCode {
+async fn print_lists(store: &Store) -> ExitCode {
     let lists = match store.lists_with_counts().await {
         Ok(l) => l,
         Err(e) => return fail(e),
@@ -148,7 +183,7 @@ async fn print_lists(store: &crate::store::Store) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-async fn create_list(store: &crate::store::Store, slug: &str, name: &str, description: &str) -> ExitCode {
+async fn create_list(store: &Store, slug: &str, name: &str, description: &str) -> ExitCode {
     let new = match crate::http::parse_new_list(slug, name, description) {
         Ok(n) => n,
         Err(e) => return fail(format_args!("{}: {}", e.field.as_deref().unwrap_or("list"), e.message)),
@@ -161,4 +196,119 @@ async fn create_list(store: &crate::store::Store, slug: &str, name: &str, descri
         Err(StoreError::Conflict) => fail(format_args!("a list with the slug {slug} already exists")),
         Err(e) => fail(e),
     }
+}
+
+fn poller(store: &Store) -> crate::feeds::Poller {
+    crate::feeds::Poller::new(store.clone(), std::sync::Arc::new(tokio::sync::Notify::new()))
+}
+
+async fn find_list(store: &Store, slug: &str) -> Result<crate::store::List, ExitCode> {
+    match store.list_by_slug(slug).await {
+        Ok(list) => Ok(list),
+        Err(StoreError::NotFound) => Err(fail(format_args!("there is no list {slug}"))),
+        Err(e) => Err(fail(e)),
+    }
+}
+
+async fn add_feed(store: &Store, list: &str, url: &str, every: &str) -> ExitCode {
+    let list = match find_list(store, list).await {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    let url = match crate::feeds::fetch::check_url(url) {
+        Ok(u) => u,
+        Err(e) => return fail(format_args!("url: {e}")),
+    };
+    let interval = match crate::http::parse_interval(Some(every)) {
+        Ok(i) => i,
+        Err(e) => return fail(format_args!("--every: {e}")),
+    };
+    let feed = match store
+        .create_feed(list.id, url.as_str(), interval.as_secs() as i64)
+        .await
+    {
+        Ok(feed) => feed,
+        Err(StoreError::Conflict) => return fail(format_args!("the list {} already has this feed", list.slug)),
+        Err(e) => return fail(e),
+    };
+    println!(
+        "Added feed {} to {}, polled every {}.",
+        feed.id,
+        list.slug,
+        humantime::format_duration(interval)
+    );
+    // Poll once right away so the operator sees items, or the error, at once.
+    report_poll(&feed, poller(store).poll_now(feed.id).await)
+}
+
+fn report_poll(
+    feed: &crate::store::Feed,
+    result: Result<crate::store::IngestCounts, crate::feeds::PollError>,
+) -> ExitCode {
+    match result {
+        Ok(c) => {
+            println!("{} {}: {} new, {} updated", feed.id, feed.url, c.new, c.updated);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{} {}: {e}", feed.id, feed.url);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn poll_feeds(store: &Store, list: Option<&str>) -> ExitCode {
+    let list_id = match list {
+        Some(slug) => match find_list(store, slug).await {
+            Ok(l) => Some(l.id),
+            Err(code) => return code,
+        },
+        None => None,
+    };
+    let feeds = match store.feeds(list_id).await {
+        Ok(f) => f,
+        Err(e) => return fail(e),
+    };
+    let poller = poller(store);
+    let mut code = ExitCode::SUCCESS;
+    for feed in feeds.iter().filter(|f| f.kind == "poll") {
+        if report_poll(feed, poller.poll_now(feed.id).await) != ExitCode::SUCCESS {
+            code = ExitCode::FAILURE;
+        }
+    }
+    code
+}
+
+async fn print_feeds(store: &Store) -> ExitCode {
+    let feeds = match store.feeds(None).await {
+        Ok(f) => f,
+        Err(e) => return fail(e),
+    };
+    if feeds.is_empty() {
+        println!("No feeds yet. Add one with: bulletin feeds add <list> <url>");
+        return ExitCode::SUCCESS;
+    }
+    println!(
+        "{:>4}  {:<12}  {:<8}  {:<20}  {:>6}  URL / LAST ERROR",
+        "ID", "LIST", "EVERY", "LAST POLL", "ITEMS"
+    );
+    for f in feeds {
+        let every = if f.kind == "push" {
+            "push".to_owned()
+        } else {
+            humantime::format_duration(std::time::Duration::from_secs(f.poll_interval_secs.max(0) as u64)).to_string()
+        };
+        let polled = f
+            .last_polled_at
+            .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+            .unwrap_or_else(|| "never".into());
+        println!(
+            "{:>4}  {:<12}  {:<8}  {:<20}  {:>6}  {}",
+            f.id, f.list_slug, every, polled, f.items, f.url
+        );
+        if let Some(error) = f.last_error {
+            println!("{:>4}  error: {error}", "");
+        }
+    }
+    ExitCode::SUCCESS
 }

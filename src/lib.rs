@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod delivery;
 pub mod domain;
+pub mod feeds;
 pub mod http;
 pub mod mail;
 pub mod store;

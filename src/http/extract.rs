@@ -191,6 +191,20 @@ impl<S: Send + Sync> FromRequestParts<S> for Origin {
     }
 }
 
+/// A numeric id in the path; anything else is a 404 in the error shape.
+pub struct IdPath(pub i64);
+
+impl<S: Send + Sync> FromRequestParts<S> for IdPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Path::<i64>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(id)| IdPath(id))
+            .map_err(|_| ApiError::not_found("There is nothing at this address."))
+    }
+}
+
 /// One parameter of a raw query string, percent-decoded.
 pub fn query_param(query: Option<&str>, name: &str) -> Option<String> {
     url::form_urlencoded::parse(query?.as_bytes())

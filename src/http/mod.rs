@@ -4,6 +4,7 @@ mod admin;
 mod confirm;
 mod error;
 mod extract;
+mod feeds;
 mod health;
 mod pages;
 mod subscriptions;
@@ -11,6 +12,7 @@ mod unsubscribe;
 
 pub use admin::parse_new_list;
 pub use error::ApiError;
+pub use feeds::parse_interval;
 
 use std::ops::Deref;
 use std::sync::Arc;
@@ -42,6 +44,9 @@ pub struct StateInner {
     pub secret: Vec<u8>,
     /// Wakes this process's idle sender when a message is queued.
     pub sender_wake: Arc<Notify>,
+    /// Wakes this process's feed poller when a feed is added.
+    pub feeds_wake: Arc<Notify>,
+    pub poller: crate::feeds::Poller,
 }
 
 impl Deref for AppState {
@@ -53,6 +58,8 @@ impl Deref for AppState {
 
 impl AppState {
     pub fn new(store: Store, config: Config, secret: Vec<u8>, sender_wake: Arc<Notify>) -> Self {
+        let feeds_wake = Arc::new(Notify::new());
+        let poller = crate::feeds::Poller::new(store.clone(), feeds_wake.clone());
         let admin_tokens = admin::token_digests(&config.admin_tokens);
         AppState(Arc::new(StateInner {
             store,
@@ -60,6 +67,8 @@ impl AppState {
             admin_tokens,
             secret,
             sender_wake,
+            feeds_wake,
+            poller,
         }))
     }
 
@@ -94,7 +103,14 @@ pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .route("/lists", get(admin::lists).post(admin::create_list))
         .route("/lists/{slug}/subscribers", get(admin::subscribers))
+        .route("/lists/{slug}/feeds", get(feeds::list_feeds).post(feeds::add_feed))
+        .route("/feeds/{id}", axum::routing::delete(feeds::delete_feed))
+        .route("/feeds/{id}/poll", post(feeds::poll_feed))
         .layer(DefaultBodyLimit::max(extract::PUBLIC_BODY_LIMIT))
+        .route(
+            "/lists/{slug}/items",
+            post(feeds::push_items).layer(DefaultBodyLimit::max(feeds::PUSH_BODY_LIMIT)),
+        )
         .route_layer(middleware::from_fn_with_state(state.clone(), admin::require_admin));
 
     Router::new()

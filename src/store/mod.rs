@@ -2,11 +2,13 @@
 //! written once and run on whichever pool backs the store (`on_pool!`). Where the dialects differ,
 //! the difference lives in [`Dialect`], side by side.
 
+mod feeds;
 mod lists;
 pub mod outbox;
 mod settings;
 mod subscriptions;
 
+pub use feeds::{Feed, IngestCounts, NewItem};
 pub use lists::{List, ListCounts, NewList};
 pub use outbox::{NewOutboxMessage, OutboxMessage};
 pub use subscriptions::{

@@ -4,6 +4,8 @@
 mod support;
 
 mod admin;
+mod feeds;
 mod optin;
 mod sender;
 mod signup;
+mod smtp_selfcheck;

@@ -1,2 +1,3 @@
 pub mod app;
+pub mod feed_server;
 pub mod smtp;

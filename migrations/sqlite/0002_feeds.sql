@@ -1,0 +1,36 @@
+-- Feeds a list draws its items from, and the items themselves.
+
+CREATE TABLE feeds (
+    id                   INTEGER PRIMARY KEY,
+    list_id              INTEGER NOT NULL REFERENCES lists (id) ON DELETE CASCADE,
+    url                  TEXT NOT NULL,
+    kind                 TEXT NOT NULL CHECK (kind IN ('poll', 'push')),
+    poll_interval_secs   INTEGER NOT NULL,
+    etag                 TEXT,
+    last_modified        TEXT,
+    last_polled_at       TEXT,
+    last_error           TEXT,
+    consecutive_failures INTEGER NOT NULL DEFAULT 0,
+    next_poll_at         TEXT NOT NULL,
+    lease_until          TEXT,
+    leased_by            TEXT,
+    created_at           TEXT NOT NULL,
+    UNIQUE (list_id, url)
+);
+CREATE INDEX feeds_due ON feeds (next_poll_at) WHERE kind = 'poll';
+
+CREATE TABLE items (
+    id           INTEGER PRIMARY KEY,
+    list_id      INTEGER NOT NULL REFERENCES lists (id) ON DELETE CASCADE,
+    feed_id      INTEGER REFERENCES feeds (id) ON DELETE SET NULL,
+    key          TEXT NOT NULL,
+    title        TEXT NOT NULL,
+    url          TEXT,
+    summary_html TEXT NOT NULL DEFAULT '',
+    summary_text TEXT NOT NULL DEFAULT '',
+    published_at TEXT NOT NULL,
+    first_seen_at TEXT NOT NULL,
+    updated_at   TEXT NOT NULL,
+    UNIQUE (feed_id, key)
+);
+CREATE INDEX items_list_published ON items (list_id, published_at);

@@ -1,0 +1,216 @@
+//! The feeds API: add, list, delete and poll feeds of a list; push items.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::AppState;
+use super::admin::find_list;
+use super::error::ApiError;
+use super::extract::{ApiJson, IdPath};
+use crate::feeds::{DEFAULT_INTERVAL, PollError};
+use crate::store::{Feed, NewItem, StoreError};
+
+/// Body limit of the item push route.
+pub const PUSH_BODY_LIMIT: usize = 10 * 1024 * 1024;
+const MIN_INTERVAL: Duration = Duration::from_secs(60);
+const MAX_INTERVAL: Duration = Duration::from_secs(7 * 24 * 3600);
+
+#[derive(Serialize)]
+pub struct FeedView {
+    #[serde(flatten)]
+    feed: Feed,
+    poll_interval: String,
+}
+
+impl From<Feed> for FeedView {
+    fn from(feed: Feed) -> Self {
+        let poll_interval =
+            humantime::format_duration(Duration::from_secs(feed.poll_interval_secs.max(0) as u64)).to_string();
+        FeedView { feed, poll_interval }
+    }
+}
+
+#[derive(Deserialize)]
+pub struct AddFeed {
+    url: String,
+    #[serde(default)]
+    poll_interval: Option<String>,
+}
+
+/// Parses a poll interval such as `10m`: from one minute to a week.
+pub fn parse_interval(raw: Option<&str>) -> Result<Duration, String> {
+    let Some(raw) = raw.map(str::trim).filter(|r| !r.is_empty()) else {
+        return Ok(DEFAULT_INTERVAL);
+    };
+    let interval = humantime::parse_duration(raw).map_err(|e| format!("not a duration like 10m or 1h: {e}"))?;
+    if !(MIN_INTERVAL..=MAX_INTERVAL).contains(&interval) {
+        return Err("the poll interval is between 1m and 7d".into());
+    }
+    Ok(interval)
+}
+
+pub async fn add_feed(
+    State(state): State<AppState>,
+    Path(slug): Path<String>,
+    ApiJson(body): ApiJson<AddFeed>,
+) -> Result<Response, ApiError> {
+    let list = find_list(&state, &slug).await?;
+    let url = crate::feeds::fetch::check_url(&body.url).map_err(|e| ApiError::invalid("invalid_url", "url", e))?;
+    let interval = parse_interval(body.poll_interval.as_deref())
+        .map_err(|e| ApiError::invalid("invalid_interval", "poll_interval", e))?;
+    match state
+        .store
+        .create_feed(list.id, url.as_str(), interval.as_secs() as i64)
+        .await
+    {
+        Ok(feed) => {
+            state.feeds_wake.notify_one();
+            Ok((StatusCode::CREATED, Json(FeedView::from(feed))).into_response())
+        }
+        Err(StoreError::Conflict) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "feed_exists",
+            format!("The list “{}” already has this feed.", list.slug),
+        )
+        .with_field("url")),
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub async fn list_feeds(State(state): State<AppState>, Path(slug): Path<String>) -> Result<Response, ApiError> {
+    let list = find_list(&state, &slug).await?;
+    let feeds = state.store.feeds(Some(list.id)).await?;
+    Ok(Json(feeds.into_iter().map(FeedView::from).collect::<Vec<_>>()).into_response())
+}
+
+fn feed_not_found(id: i64) -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "unknown_feed", format!("There is no feed {id}."))
+}
+
+pub async fn delete_feed(State(state): State<AppState>, IdPath(id): IdPath) -> Result<StatusCode, ApiError> {
+    match state.store.delete_feed(id).await {
+        Ok(()) => Ok(StatusCode::NO_CONTENT),
+        Err(StoreError::NotFound) => Err(feed_not_found(id)),
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub async fn poll_feed(State(state): State<AppState>, IdPath(id): IdPath) -> Result<Response, ApiError> {
+    let feed = match state.store.feed(id).await {
+        Err(StoreError::NotFound) => return Err(feed_not_found(id)),
+        other => other?,
+    };
+    if feed.kind != "poll" {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "push_feed",
+            "This feed receives pushed items; it is not polled.",
+        ));
+    }
+    match state.poller.poll_now(id).await {
+        Ok(counts) => {
+            let items = state.store.feed(id).await?.items;
+            Ok(Json(serde_json::json!({"new": counts.new, "updated": counts.updated, "items": items})).into_response())
+        }
+        Err(PollError::Feed(e)) => Err(ApiError::new(StatusCode::BAD_GATEWAY, "feed_unavailable", e)),
+        Err(PollError::Busy) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "feed_busy",
+            PollError::Busy.to_string(),
+        )),
+        Err(PollError::Store(e)) => Err(e.into()),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct PushBody {
+    items: Vec<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct PushItem {
+    #[serde(default)]
+    guid: Option<String>,
+    #[serde(default)]
+    title: Option<String>,
+    #[serde(default)]
+    url: Option<String>,
+    #[serde(default)]
+    summary: Option<String>,
+    #[serde(default)]
+    published_at: Option<String>,
+}
+
+/// Validates one pushed item; the error names what is wrong with it.
+fn parse_pushed(value: serde_json::Value, base: &url::Url) -> Result<NewItem, String> {
+    let item: PushItem = serde_json::from_value(value).map_err(|e| format!("not an item object: {e}"))?;
+    let url = item
+        .url
+        .as_deref()
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .ok_or("missing url")?;
+    let url = crate::feeds::fetch::check_url(url).map_err(|e| format!("url: {e}"))?;
+    let title = item
+        .title
+        .as_deref()
+        .map(crate::feeds::parse::plain_text)
+        .unwrap_or_default();
+    if title.is_empty() {
+        return Err("missing title".into());
+    }
+    let published_at = match item.published_at.as_deref().map(str::trim).filter(|p| !p.is_empty()) {
+        None => None,
+        Some(raw) => Some(
+            DateTime::parse_from_rfc3339(raw)
+                .map_err(|e| format!("published_at is not an RFC 3339 time: {e}"))?
+                .with_timezone(&Utc),
+        ),
+    };
+    let key = item
+        .guid
+        .as_deref()
+        .map(str::trim)
+        .filter(|g| !g.is_empty())
+        .unwrap_or(url.as_str())
+        .to_owned();
+    let (summary_html, summary_text) = crate::feeds::parse::clean_summary(item.summary.as_deref().unwrap_or(""), base);
+    Ok(NewItem {
+        key,
+        title,
+        url: Some(url.to_string()),
+        summary_html,
+        summary_text,
+        published_at,
+    })
+}
+
+/// `POST /api/lists/{slug}/items`: validated as a whole; one bad item stores nothing.
+pub async fn push_items(
+    State(state): State<AppState>,
+    Path(slug): Path<String>,
+    ApiJson(body): ApiJson<PushBody>,
+) -> Result<Response, ApiError> {
+    let list = find_list(&state, &slug).await?;
+    let base = url::Url::parse(&state.config.link("/")).map_err(ApiError::internal)?;
+    let mut items = Vec::with_capacity(body.items.len());
+    for (index, value) in body.items.into_iter().enumerate() {
+        let item = parse_pushed(value, &base).map_err(|e| {
+            ApiError::invalid(
+                "invalid_item",
+                &format!("items[{index}]"),
+                format!("Item {index}: {e}."),
+            )
+        })?;
+        items.push(item);
+    }
+    let feed_id = state.store.push_feed(list.id).await?;
+    let counts = state.store.ingest_items(feed_id, list.id, &items).await?;
+    Ok(Json(counts).into_response())
+}
