@@ -140,8 +140,14 @@ impl Worker {
             }
             renewal.abort();
             if let Some(error) = failure {
+                let first = self.session_backoff.is_none();
                 let delay = self.next_session_backoff();
-                tracing::error!(%error, retry_in = ?delay, "sender: SMTP session failed; nothing is lost, retrying");
+                // One clear error per outage, not one per retry.
+                if first {
+                    tracing::error!(%error, retry_in = ?delay, "sender: SMTP session failed; nothing is lost, retrying with backoff");
+                } else {
+                    tracing::debug!(%error, retry_in = ?delay, "sender: SMTP still unavailable");
+                }
                 wait(&mut shutdown, delay, None).await;
             }
         }
@@ -209,7 +215,9 @@ impl Worker {
         };
         match result {
             Ok(()) => {
-                self.session_backoff = None;
+                if self.session_backoff.take().is_some() {
+                    tracing::info!("sender: SMTP session restored");
+                }
                 record(store.outbox_sent(msg.id).await);
                 tracing::info!(id = msg.id, kind = %msg.kind, "sent");
             }

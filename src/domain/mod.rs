@@ -1,6 +1,5 @@
 //! Domain types that can only hold valid values: handlers never see a raw string where one exists.
 
-#[path = "email_stub.rs"]
 mod email;
 mod slug;
 mod token;
