@@ -2,7 +2,6 @@
 //! lease in the database) and storing their items, cleaned and deduplicated.
 
 pub mod fetch;
-#[path = "parse_stub.rs"]
 pub mod parse;
 
 use std::sync::Arc;
