@@ -667,6 +667,11 @@ impl TextRenderer {
 
     fn end_link(&mut self) {
         let Some(link) = self.link.take() else { return };
+        // Spaces just inside the link still separate it from the words around it.
+        if link.text.starts_with(char::is_whitespace) {
+            self.gap = self.gap.max(Gap::Space);
+        }
+        let trailing_space = link.text.ends_with(char::is_whitespace);
         let text = collapse_whitespace(&link.text);
         let rendered = match link.href.filter(|h| !h.trim().is_empty()) {
             Some(href) if text.is_empty() => href,
@@ -683,6 +688,9 @@ impl TextRenderer {
             None => text,
         };
         self.emit(&rendered);
+        if trailing_space {
+            self.gap = self.gap.max(Gap::Space);
+        }
     }
 
     fn finish(mut self) -> String {
@@ -1443,8 +1451,7 @@ mod tests {
             &rss_with_items(
                 r#"<item><guid>1</guid><title>T</title><description><![CDATA[
 <h2>Heading</h2>
-<p>First   paragraph with
-   <a href="https://example.com/x">a link</a>.</p>
+<p>First   paragraph with<a href="https://example.com/x"> a link </a>.</p>
 <p>Second paragraph<br>next line, <a href="https://example.com/">https://example.com/</a> and <a href="https://www.example.org/path/">example.org/path</a>.</p>
 <ul><li>One</li><li>Two <a href="mailto:editor@example.com">write to us</a> or <a href="mailto:desk@example.com">desk@example.com</a></li></ul>
 <ol start="3"><li>Three</li><li>Four</li></ol>
@@ -1456,7 +1463,7 @@ mod tests {
         assert_eq!(
             feed.items[0].summary_text,
             "Heading\n\n\
-             First paragraph with a link (https://example.com/x).\n\n\
+             First paragraph with a link (https://example.com/x) .\n\n\
              Second paragraph\nnext line, https://example.com/ and https://www.example.org/path/.\n\n\
              - One\n- Two write to us (mailto:editor@example.com) or desk@example.com\n\n\
              3. Three\n4. Four\n\n\
