@@ -11,8 +11,8 @@ use tokio::sync::{Notify, watch};
 use crate::config::Config;
 use crate::delivery::{Sender, SenderConfig, Transport};
 use crate::http::{AppState, router};
-use crate::mail::Composer;
 use crate::mail::transport::SmtpSettings;
+use crate::mail::{Composer, Links};
 use crate::store::Store;
 
 /// Pending signups older than this are deleted.
@@ -53,6 +53,31 @@ pub async fn load_secret(store: &Store, config: &Config) -> Result<Vec<u8>, Star
     Ok(stored.into_bytes())
 }
 
+/// The sender of this process, as configured.
+pub fn build_sender(config: &Config, store: &Store, links: &Links, wake: Arc<Notify>) -> Result<Sender, StartError> {
+    let transport = match &config.smtp_url {
+        Some(url) => Transport::Smtp(SmtpSettings::parse(url).map_err(|problem| crate::config::ConfigError {
+            var: "BULLETIN_SMTP_URL",
+            problem,
+        })?),
+        None => Transport::Files(config.outbox_dir.clone()),
+    };
+    let composer = Composer::new(config.from.clone(), links.keyed(b"message-id")[..16].to_owned());
+    let sender_config = SenderConfig {
+        workers: config.smtp_pool,
+        retry_base: config.retry_base,
+        max_attempts: config.max_attempts,
+    };
+    Ok(Sender::new(
+        store.clone(),
+        composer,
+        links.clone(),
+        transport,
+        sender_config,
+        wake,
+    ))
+}
+
 pub struct Application {
     listener: TcpListener,
     state: AppState,
@@ -74,32 +99,11 @@ impl Application {
     /// As `build`, on a listener the caller bound (tests bind first to learn the port).
     pub async fn with_listener(config: Config, listener: TcpListener) -> Result<Self, StartError> {
         let store = open_store(&config).await?;
-        let secret = load_secret(&store, &config).await?;
+        let links = Links::new(&config, load_secret(&store, &config).await?);
 
-        let transport = match &config.smtp_url {
-            Some(url) => Transport::Smtp(SmtpSettings::parse(url).map_err(|problem| crate::config::ConfigError {
-                var: "BULLETIN_SMTP_URL",
-                problem,
-            })?),
-            None => Transport::Files(config.outbox_dir.clone()),
-        };
-        let composer = Composer::new(
-            config.from.clone(),
-            crate::domain::keyed_hex(&secret, b"message-id")[..16].to_owned(),
-        );
         let wake = Arc::new(Notify::new());
-        let sender = Sender::new(
-            store.clone(),
-            composer,
-            transport,
-            SenderConfig {
-                workers: config.smtp_pool,
-                retry_base: config.retry_base,
-                max_attempts: config.max_attempts,
-            },
-            wake.clone(),
-        );
-        let state = AppState::new(store, config, secret, wake);
+        let sender = build_sender(&config, &store, &links, wake.clone())?;
+        let state = AppState::new(store, config, links, wake);
         Ok(Self {
             listener,
             state,
@@ -129,6 +133,7 @@ impl Application {
         let sender_task = tokio::spawn(sender.run(shutdown_rx.clone()));
         let purge_task = tokio::spawn(purge_loop(state.store.clone(), shutdown_rx.clone()));
         let poller_task = tokio::spawn(state.poller.clone().run(shutdown_rx.clone()));
+        let digests_task = tokio::spawn(digest_upkeep(state.store.clone(), shutdown_rx.clone()));
 
         let mut http_shutdown = shutdown_rx.clone();
         let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
@@ -145,6 +150,7 @@ impl Application {
         let _ = sender_task.await;
         let _ = purge_task.await;
         let _ = poller_task.await;
+        let _ = digests_task.await;
         state.store.close().await;
         served
     }
@@ -181,6 +187,34 @@ async fn purge_loop(store: Store, mut shutdown: watch::Receiver<bool>) {
         tokio::select! {
             _ = tokio::time::sleep(PURGE_EVERY) => {}
             _ = shutdown.wait_for(|stop| *stop) => return,
+        }
+    }
+}
+
+/// Finishes what a dead process left: writes the missing delivery rows of a digest it was
+/// queuing, and marks done a digest with nothing left to send (e.g. every recipient left).
+async fn digest_upkeep(store: Store, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
+        let unfinished = match store.unfinished_digests().await {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::warn!(error = %e, "digest upkeep: cannot read digests");
+                continue;
+            }
+        };
+        for (id, enqueued) in unfinished {
+            let result = if enqueued {
+                store.finish_digest_if_complete(id).await.map(|_| ())
+            } else {
+                crate::digest::finish_enqueue(&store, id).await
+            };
+            if let Err(e) = result {
+                tracing::warn!(digest = id, error = %e, "digest upkeep failed");
+            }
         }
     }
 }

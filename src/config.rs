@@ -22,6 +22,10 @@ pub struct Config {
     pub max_attempts: u32,
     /// SMTP connections (sender workers) per process.
     pub smtp_pool: usize,
+    /// Time zone of dates in digests.
+    pub timezone: chrono_tz::Tz,
+    /// The sender's postal address, shown in every digest's footer.
+    pub postal_address: Option<String>,
 }
 
 /// A variable that cannot be used, named with its problem: start-up prints it and exits with 2.
@@ -129,6 +133,26 @@ impl Config {
             .unwrap_or(Some(8))
             .ok_or_else(|| err("BULLETIN_SMTP_POOL", "must be a whole number from 1 to 256".into()))?;
 
+        let timezone = var("BULLETIN_TIMEZONE")
+            .unwrap_or_else(|| "UTC".into())
+            .parse::<chrono_tz::Tz>()
+            .map_err(|_| {
+                err(
+                    "BULLETIN_TIMEZONE",
+                    "not an IANA time zone name like Europe/Berlin or UTC".into(),
+                )
+            })?;
+        let postal_address = var("BULLETIN_POSTAL_ADDRESS");
+        if postal_address
+            .as_deref()
+            .is_some_and(|a| a.chars().any(|c| c.is_control() && c != '\n'))
+        {
+            return Err(err(
+                "BULLETIN_POSTAL_ADDRESS",
+                "must not contain control characters".into(),
+            ));
+        }
+
         Ok(Config {
             database_url,
             listen,
@@ -142,6 +166,8 @@ impl Config {
             retry_base,
             max_attempts,
             smtp_pool,
+            timezone,
+            postal_address,
         })
     }
 
@@ -192,6 +218,7 @@ mod tests {
             ("BULLETIN_FROM", "no at sign"),
             ("BULLETIN_CONFIRM_TTL", "soon"),
             ("BULLETIN_MAX_ATTEMPTS", "0"),
+            ("BULLETIN_TIMEZONE", "Mars/Olympus"),
         ] {
             let e = cfg(&[(var, value)])
                 .err()

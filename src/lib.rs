@@ -8,6 +8,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod delivery;
+pub mod digest;
 pub mod domain;
 pub mod feeds;
 pub mod http;

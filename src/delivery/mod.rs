@@ -15,9 +15,11 @@ use lettre::transport::smtp::client::AsyncSmtpConnection;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 
-use crate::mail::Composer;
+use std::collections::HashMap;
+
 use crate::mail::transport::{SendError, SmtpSettings, send_on, write_eml};
-use crate::store::{OutboxMessage, Store, now};
+use crate::mail::{Composer, Links, Parts};
+use crate::store::{Delivery, DigestParts, OutboxMessage, Queue, Store, now};
 
 /// How long a claim holds before another worker may take the message over.
 pub const LEASE: Duration = Duration::from_secs(30);
@@ -48,6 +50,7 @@ pub struct SenderConfig {
 pub struct Sender {
     store: Store,
     composer: Composer,
+    links: Links,
     transport: Transport,
     config: SenderConfig,
     wake: Arc<Notify>,
@@ -59,6 +62,7 @@ impl Sender {
     pub fn new(
         store: Store,
         composer: Composer,
+        links: Links,
         transport: Transport,
         config: SenderConfig,
         wake: Arc<Notify>,
@@ -67,6 +71,7 @@ impl Sender {
         Self {
             store,
             composer,
+            links,
             transport,
             config,
             wake,
@@ -83,6 +88,7 @@ impl Sender {
                 name: format!("{}-{n}", self.instance),
                 session: None,
                 session_backoff: None,
+                digests: HashMap::new(),
             };
             workers.spawn(worker.run(shutdown.clone()));
         }
@@ -96,6 +102,37 @@ struct Worker {
     session: Option<AsyncSmtpConnection>,
     /// Current delay before re-opening a failed session; `None` after a success.
     session_backoff: Option<Duration>,
+    /// The shared parts of digests this worker is sending, rendered once per digest.
+    digests: HashMap<i64, Arc<DigestParts>>,
+}
+
+/// A claimed message of either queue.
+enum Job {
+    Outbox(OutboxMessage),
+    Delivery(Delivery),
+}
+
+impl Job {
+    fn queue(&self) -> Queue {
+        match self {
+            Job::Outbox(_) => Queue::Outbox,
+            Job::Delivery(_) => Queue::Deliveries,
+        }
+    }
+
+    fn id(&self) -> i64 {
+        match self {
+            Job::Outbox(m) => m.id,
+            Job::Delivery(d) => d.id,
+        }
+    }
+
+    fn attempts(&self) -> i32 {
+        match self {
+            Job::Outbox(m) => m.attempts,
+            Job::Delivery(d) => d.attempts,
+        }
+    }
 }
 
 enum Outcome {
@@ -119,14 +156,15 @@ impl Worker {
                 wait(&mut shutdown, IDLE_POLL, Some(&self.sender.wake)).await;
                 continue;
             }
-            let renewal = self.renew_leases(batch.iter().map(|m| m.id).collect());
+            let queue = batch[0].queue();
+            let renewal = self.renew_leases(queue, batch.iter().map(Job::id).collect());
             let mut failure = None;
             let mut rest = batch.iter();
-            for msg in rest.by_ref() {
-                match self.process(msg).await {
+            for job in rest.by_ref() {
+                match self.process(job).await {
                     Outcome::Continue => {}
                     Outcome::SessionFailed(e) => {
-                        self.release(msg).await;
+                        self.release(job).await;
                         failure = Some(e);
                         break;
                     }
@@ -135,9 +173,10 @@ impl Worker {
                     break;
                 }
             }
-            for msg in rest {
-                self.release(msg).await;
+            for job in rest {
+                self.release(job).await;
             }
+            self.finish_digests(&batch).await;
             renewal.abort();
             if let Some(error) = failure {
                 let first = self.session_backoff.is_none();
@@ -156,13 +195,20 @@ impl Worker {
         }
     }
 
-    async fn claim(&self) -> crate::store::Result<Vec<OutboxMessage>> {
+    /// Transactional mail first, then digest deliveries.
+    async fn claim(&self) -> crate::store::Result<Vec<Job>> {
         let lease_until = now() + TimeDelta::from_std(LEASE).unwrap_or(TimeDelta::seconds(30));
-        self.sender.store.claim_outbox(&self.name, lease_until, BATCH).await
+        let store = &self.sender.store;
+        let outbox = store.claim_outbox(&self.name, lease_until, BATCH).await?;
+        if !outbox.is_empty() {
+            return Ok(outbox.into_iter().map(Job::Outbox).collect());
+        }
+        let deliveries = store.claim_deliveries(&self.name, lease_until, BATCH).await?;
+        Ok(deliveries.into_iter().map(Job::Delivery).collect())
     }
 
     /// Keeps the batch's leases alive while this worker works through it.
-    fn renew_leases(&self, ids: Vec<i64>) -> tokio::task::JoinHandle<()> {
+    fn renew_leases(&self, queue: Queue, ids: Vec<i64>) -> tokio::task::JoinHandle<()> {
         let store = self.sender.store.clone();
         let name = self.name.clone();
         tokio::spawn(async move {
@@ -171,46 +217,126 @@ impl Worker {
             loop {
                 tick.tick().await;
                 let until = now() + TimeDelta::from_std(LEASE).unwrap_or(TimeDelta::seconds(30));
-                if let Err(e) = store.renew_outbox_lease(&name, &ids, until).await {
+                if let Err(e) = store.renew_leases(queue, &name, &ids, until).await {
                     tracing::warn!(error = %e, "sender: cannot renew leases");
                 }
             }
         })
     }
 
-    async fn release(&self, msg: &OutboxMessage) {
-        if let Err(e) = self.sender.store.outbox_release(msg.id).await {
-            tracing::warn!(error = %e, id = msg.id, "sender: cannot release message (its lease will expire)");
+    async fn release(&self, job: &Job) {
+        if let Err(e) = self.sender.store.queue_release(job.queue(), job.id()).await {
+            tracing::warn!(error = %e, id = job.id(), "sender: cannot release message (its lease will expire)");
         }
     }
 
-    async fn process(&mut self, msg: &OutboxMessage) -> Outcome {
-        let store = &self.sender.store.clone();
-        if let Some(subscription) = msg.subscription_id {
-            match store.subscription_is_confirmed(subscription).await {
-                Ok(true) => {}
-                Ok(false) => {
-                    record(
-                        store
-                            .outbox_fail(msg.id, "cancelled", "the subscription is no longer active")
-                            .await,
-                    );
-                    return Outcome::Continue;
+    /// Marks the batch's digests done when nothing of them is left to send.
+    async fn finish_digests(&mut self, batch: &[Job]) {
+        let mut ids: Vec<i64> = batch
+            .iter()
+            .filter_map(|j| match j {
+                Job::Delivery(d) => Some(d.digest_id),
+                Job::Outbox(_) => None,
+            })
+            .collect();
+        ids.dedup();
+        for id in ids {
+            match self.sender.store.finish_digest_if_complete(id).await {
+                Ok(true) => {
+                    self.digests.remove(&id);
+                    tracing::info!(digest = id, "digest done");
                 }
-                Err(e) => return Outcome::SessionFailed(format!("database: {e}")),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(digest = id, error = %e, "cannot update digest status"),
             }
         }
-        let (envelope, raw) = match self.sender.composer.compose(msg) {
-            Ok(built) => built,
-            Err(e) => {
-                record(store.outbox_fail(msg.id, "failed", &e).await);
+    }
+
+    /// The digest's shared parts, read once per worker.
+    async fn digest(&mut self, id: i64) -> crate::store::Result<Arc<DigestParts>> {
+        if let Some(parts) = self.digests.get(&id) {
+            return Ok(parts.clone());
+        }
+        self.sender.store.digest_started(id).await?;
+        let parts = Arc::new(self.sender.store.digest_parts(id).await?);
+        self.digests.insert(id, parts.clone());
+        Ok(parts)
+    }
+
+    /// Whether the message is still wanted, and the message itself.
+    async fn prepare(&mut self, job: &Job) -> Result<Option<(lettre::address::Envelope, Vec<u8>)>, PrepareError> {
+        let store = self.sender.store.clone();
+        match job {
+            Job::Outbox(msg) => {
+                if let Some(subscription) = msg.subscription_id
+                    && !store.subscription_is_confirmed(subscription).await?
+                {
+                    return Ok(None);
+                }
+                Ok(Some(self.sender.composer.compose(msg).map_err(PrepareError::Compose)?))
+            }
+            Job::Delivery(d) => {
+                if !store.delivery_wanted(d.digest_id, d.subscription_id).await? {
+                    return Ok(None);
+                }
+                let parts = self.digest(d.digest_id).await?;
+                let links = &self.sender.links;
+                let unsubscribe = links.unsubscribe_url(d.subscription_id);
+                let (html, text) = crate::digest::personalise(
+                    &parts.html_body,
+                    &parts.text_body,
+                    &parts.placeholder,
+                    &d.recipient,
+                    &unsubscribe,
+                );
+                let list = crate::store::List {
+                    id: parts.list_id,
+                    slug: parts.list_slug.clone(),
+                    name: parts.list_name.clone(),
+                    description: String::new(),
+                    created_at: now(),
+                };
+                let built = self.sender.composer.build(&Parts {
+                    kind: "digest",
+                    id: d.id,
+                    recipient: &d.recipient,
+                    subject: &parts.subject,
+                    text,
+                    html,
+                    headers: crate::mail::list_headers(&list, &unsubscribe, links.namespace()),
+                });
+                Ok(Some(built.map_err(PrepareError::Compose)?))
+            }
+        }
+    }
+
+    async fn process(&mut self, job: &Job) -> Outcome {
+        let store = self.sender.store.clone();
+        let (queue, id) = (job.queue(), job.id());
+        let (envelope, raw) = match self.prepare(job).await {
+            Ok(Some(built)) => built,
+            Ok(None) => {
+                record(
+                    store
+                        .queue_fail(queue, id, "cancelled", "no longer wanted (unsubscribed or cancelled)")
+                        .await,
+                );
                 return Outcome::Continue;
             }
+            Err(PrepareError::Compose(e)) => {
+                record(store.queue_fail(queue, id, "failed", &e).await);
+                return Outcome::Continue;
+            }
+            // The database is unavailable: give the message back and wait.
+            Err(PrepareError::Database(e)) => return Outcome::SessionFailed(format!("database: {e}")),
         };
+        let kind = match job {
+            Job::Outbox(m) => m.kind.as_str(),
+            Job::Delivery(_) => "digest",
+        };
+        let name = format!("{id:010}-{kind}");
         let result = match self.sender.transport.clone() {
-            Transport::Files(dir) => write_eml(&dir, &format!("{:010}-{}", msg.id, msg.kind), &raw)
-                .await
-                .map(|_| ()),
+            Transport::Files(dir) => write_eml(&dir, &name, &raw).await.map(|_| ()),
             Transport::Smtp(settings) => self.send_smtp(settings, &envelope, &raw).await,
         };
         match result {
@@ -218,23 +344,23 @@ impl Worker {
                 if self.session_backoff.take().is_some() {
                     tracing::info!("sender: SMTP session restored");
                 }
-                record(store.outbox_sent(msg.id).await);
-                tracing::info!(id = msg.id, kind = %msg.kind, "sent");
+                record(store.queue_sent(queue, id).await);
+                tracing::debug!(id, ?queue, "sent");
             }
             Err(SendError::Permanent(e)) => {
-                tracing::warn!(id = msg.id, error = %e, "rejected permanently");
-                record(store.outbox_fail(msg.id, "failed", &e).await);
+                tracing::warn!(id, ?queue, error = %e, "rejected permanently");
+                record(store.queue_fail(queue, id, "failed", &e).await);
             }
             Err(SendError::Transient(e)) => {
-                let attempts = u32::try_from(msg.attempts).unwrap_or(0) + 1;
+                let attempts = u32::try_from(job.attempts()).unwrap_or(0) + 1;
                 if attempts >= self.sender.config.max_attempts {
-                    tracing::warn!(id = msg.id, error = %e, attempts, "giving up after the last attempt");
-                    record(store.outbox_fail(msg.id, "failed", &e).await);
+                    tracing::warn!(id, ?queue, error = %e, attempts, "giving up after the last attempt");
+                    record(store.queue_fail(queue, id, "failed", &e).await);
                 } else {
                     let delay = retry_delay(self.sender.config.retry_base, attempts);
-                    tracing::info!(id = msg.id, error = %e, retry_in = ?delay, "deferred");
+                    tracing::info!(id, ?queue, error = %e, retry_in = ?delay, "deferred");
                     let at = now() + TimeDelta::from_std(delay).unwrap_or(TimeDelta::hours(1));
-                    record(store.outbox_retry(msg.id, at, &e).await);
+                    record(store.queue_retry(queue, id, at, &e).await);
                 }
             }
             Err(SendError::Session(e)) => return Outcome::SessionFailed(e),
@@ -284,6 +410,20 @@ impl Worker {
         };
         self.session_backoff = Some(next);
         next
+    }
+}
+
+/// Why a claimed message could not be made ready to send.
+enum PrepareError {
+    /// The message itself cannot be built: it fails.
+    Compose(String),
+    /// The database did not answer: the message goes back to the queue.
+    Database(crate::store::StoreError),
+}
+
+impl From<crate::store::StoreError> for PrepareError {
+    fn from(e: crate::store::StoreError) -> Self {
+        PrepareError::Database(e)
     }
 }
 

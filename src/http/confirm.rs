@@ -141,12 +141,11 @@ pub async fn confirm(
             Format::Html => LinkProblem::Malformed.into_response(),
         };
     };
-    let namespace = state.config.from.email.domain().to_owned();
     let outcome = state
         .store
         .confirm(&token.hash(), &origin, |list, email, subscription_id| {
-            let url = state.unsubscribe_url(subscription_id);
-            crate::mail::welcome_email(email, list, subscription_id, &url, &namespace)
+            let url = state.links.unsubscribe_url(subscription_id);
+            crate::mail::welcome_email(email, list, subscription_id, &url, state.links.namespace())
         })
         .await;
     let lists = match outcome {

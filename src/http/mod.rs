@@ -2,6 +2,7 @@
 
 mod admin;
 mod confirm;
+mod digests;
 mod error;
 mod extract;
 mod feeds;
@@ -40,8 +41,8 @@ pub struct StateInner {
     pub store: Store,
     pub config: Config,
     pub admin_tokens: Vec<[u8; 32]>,
-    /// Key for signed links.
-    pub secret: Vec<u8>,
+    /// Signed links put in emails.
+    pub links: crate::mail::Links,
     /// Wakes this process's idle sender when a message is queued.
     pub sender_wake: Arc<Notify>,
     /// Wakes this process's feed poller when a feed is added.
@@ -57,7 +58,7 @@ impl Deref for AppState {
 }
 
 impl AppState {
-    pub fn new(store: Store, config: Config, secret: Vec<u8>, sender_wake: Arc<Notify>) -> Self {
+    pub fn new(store: Store, config: Config, links: crate::mail::Links, sender_wake: Arc<Notify>) -> Self {
         let feeds_wake = Arc::new(Notify::new());
         let poller = crate::feeds::Poller::new(store.clone(), feeds_wake.clone());
         let admin_tokens = admin::token_digests(&config.admin_tokens);
@@ -65,20 +66,20 @@ impl AppState {
             store,
             config,
             admin_tokens,
-            secret,
+            links,
             sender_wake,
             feeds_wake,
             poller,
         }))
     }
 
-    /// The signed one-click unsubscribe URL of a subscription.
-    pub fn unsubscribe_url(&self, subscription_id: i64) -> String {
-        let token = crate::domain::sign_unsubscribe(&self.secret, subscription_id);
-        self.config.link(&format!("/unsubscribe?token={token}"))
+    pub fn wake_sender(&self) {
+        self.sender_wake.notify_one();
     }
 
-    pub fn wake_sender(&self) {
+    /// Wakes every idle worker of this process (a digest has work for all of them).
+    pub fn wake_all_senders(&self) {
+        self.sender_wake.notify_waiters();
         self.sender_wake.notify_one();
     }
 }
@@ -106,6 +107,11 @@ pub fn router(state: AppState) -> Router {
         .route("/lists/{slug}/feeds", get(feeds::list_feeds).post(feeds::add_feed))
         .route("/feeds/{id}", axum::routing::delete(feeds::delete_feed))
         .route("/feeds/{id}/poll", post(feeds::poll_feed))
+        .route("/lists/{slug}/digests", get(digests::list).post(digests::create))
+        .route("/lists/{slug}/digests/preview", get(digests::preview))
+        .route("/lists/{slug}/digests/test", post(digests::test_send))
+        .route("/digests/{id}", get(digests::show))
+        .route("/digests/{id}/cancel", post(digests::cancel))
         .layer(DefaultBodyLimit::max(extract::PUBLIC_BODY_LIMIT))
         .route(
             "/lists/{slug}/items",

@@ -11,7 +11,7 @@ use super::AppState;
 use super::error::ApiError;
 use super::extract::{Format, query_param};
 use super::pages::MessagePage;
-use crate::domain::{UnsubscribeTokenError, verify_unsubscribe};
+use crate::domain::UnsubscribeTokenError;
 use crate::store::SubscriptionStatus;
 
 #[derive(Template)]
@@ -36,7 +36,7 @@ fn token_error(format: Format, e: UnsubscribeTokenError) -> Response {
 /// `GET /unsubscribe?token=…`: a page with one button; changes nothing.
 pub async fn unsubscribe_page(State(state): State<AppState>, RawQuery(query): RawQuery) -> Response {
     let raw = query_param(query.as_deref(), "token").unwrap_or_default();
-    let id = match verify_unsubscribe(&state.secret, &raw) {
+    let id = match state.links.verify_unsubscribe(&raw) {
         Ok(id) => id,
         Err(e) => return token_error(Format::Html, e),
     };
@@ -69,7 +69,7 @@ pub async fn unsubscribe_page(State(state): State<AppState>, RawQuery(query): Ra
 pub async fn unsubscribe(State(state): State<AppState>, headers: HeaderMap, RawQuery(query): RawQuery) -> Response {
     let format = Format::of(&headers);
     let raw = query_param(query.as_deref(), "token").unwrap_or_default();
-    let id = match verify_unsubscribe(&state.secret, &raw) {
+    let id = match state.links.verify_unsubscribe(&raw) {
         Ok(id) => id,
         Err(e) => return token_error(format, e),
     };

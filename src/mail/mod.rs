@@ -1,7 +1,10 @@
 //! Emails: rendering them from `email_templates/`, turning outbox rows into RFC 5322 messages,
 //! and the transports that carry them.
 
+pub mod links;
 pub mod transport;
+
+pub use links::Links;
 
 use std::time::Duration;
 
@@ -150,24 +153,49 @@ impl Composer {
     }
 
     pub fn compose(&self, msg: &OutboxMessage) -> Result<(Envelope, Vec<u8>), String> {
-        let to: Mailbox = msg.recipient.parse().map_err(|e| format!("bad recipient: {e}"))?;
+        self.build(&Parts {
+            kind: &msg.kind,
+            id: msg.id,
+            recipient: &msg.recipient,
+            subject: &msg.subject,
+            text: msg.text_body.clone().unwrap_or_default(),
+            html: msg.html_body.clone().unwrap_or_default(),
+            headers: msg.extra_headers(),
+        })
+    }
+
+    pub fn build(&self, parts: &Parts<'_>) -> Result<(Envelope, Vec<u8>), String> {
+        let to: Mailbox = parts.recipient.parse().map_err(|e| format!("bad recipient: {e}"))?;
         let mut builder = Message::builder()
             .from(self.from.clone())
             .to(to)
-            .subject(&msg.subject)
-            .message_id(Some(self.message_id(&msg.kind, msg.id)))
+            .subject(parts.subject)
+            .message_id(Some(self.message_id(parts.kind, parts.id)))
             .date_now();
-        for (name, value) in msg.extra_headers() {
-            let name = HeaderName::new_from_ascii(name).map_err(|e| format!("bad header name: {e}"))?;
-            builder = builder.raw_header(HeaderValue::new(name, value));
+        for (name, value) in &parts.headers {
+            let name = HeaderName::new_from_ascii(name.clone()).map_err(|e| format!("bad header name: {e}"))?;
+            builder = builder.raw_header(HeaderValue::new(name, value.clone()));
         }
-        let text = msg.text_body.clone().unwrap_or_default();
-        let html = msg.html_body.clone().unwrap_or_default();
         let message = builder
-            .multipart(MultiPart::alternative_plain_html(text, html))
+            .multipart(MultiPart::alternative_plain_html(
+                parts.text.clone(),
+                parts.html.clone(),
+            ))
             .map_err(|e| format!("cannot build message: {e}"))?;
         Ok((message.envelope().clone(), message.formatted()))
     }
+}
+
+/// What one email is made of.
+pub struct Parts<'a> {
+    pub kind: &'a str,
+    /// Outbox or delivery id: the Message-ID derives from it.
+    pub id: i64,
+    pub recipient: &'a str,
+    pub subject: &'a str,
+    pub text: String,
+    pub html: String,
+    pub headers: Vec<(String, String)>,
 }
 
 #[cfg(test)]

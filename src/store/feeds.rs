@@ -97,10 +97,14 @@ impl Store {
     pub async fn delete_feed(&self, id: i64) -> Result<()> {
         on_pool!(self, |pool, d| {
             let mut tx = pool.begin_with(d.begin_write).await?;
-            sqlx::query("DELETE FROM items WHERE feed_id = $1")
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
+            // Items a digest carried stay (their feed becomes NULL); the others go.
+            sqlx::query(
+                "DELETE FROM items WHERE feed_id = $1
+                 AND NOT EXISTS (SELECT 1 FROM digest_items di WHERE di.item_id = items.id)",
+            )
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
             let deleted = sqlx::query("DELETE FROM feeds WHERE id = $1")
                 .bind(id)
                 .execute(&mut *tx)

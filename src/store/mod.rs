@@ -2,15 +2,17 @@
 //! written once and run on whichever pool backs the store (`on_pool!`). Where the dialects differ,
 //! the difference lives in [`Dialect`], side by side.
 
+mod digests;
 mod feeds;
 mod lists;
 pub mod outbox;
 mod settings;
 mod subscriptions;
 
+pub use digests::{Delivery, DigestItem, DigestParts, DigestView, ENQUEUE_CHUNK, NewDigest};
 pub use feeds::{Feed, IngestCounts, NewItem};
 pub use lists::{List, ListCounts, NewList};
-pub use outbox::{NewOutboxMessage, OutboxMessage};
+pub use outbox::{NewOutboxMessage, OutboxMessage, Queue};
 pub use subscriptions::{
     ConfirmOutcome, NewSignup, RequestOrigin, SignupOutcome, SubscriberPage, SubscriberRow, SubscriptionInfo,
     SubscriptionStatus,

@@ -78,12 +78,37 @@ impl Store {
         DB::insert(tx, msg, now).await
     }
 
-    /// Queues `msg` on its own.
-    pub async fn enqueue(&self, msg: &NewOutboxMessage) -> Result<()> {
+    /// Queues `msg` on its own; returns its id.
+    pub async fn enqueue(&self, msg: &NewOutboxMessage) -> Result<i64> {
         let now = super::now();
         on_pool!(self, |pool, _d| {
-            insert_outbox!(pool, msg, now)?;
-            Ok(())
+            Ok(sqlx::query_scalar(
+                "INSERT INTO outbox (kind, priority, recipient, subject, text_body, html_body, headers,
+                                     subscription_id, next_attempt_at, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9) RETURNING id",
+            )
+            .bind(msg.kind)
+            .bind(msg.priority)
+            .bind(&msg.recipient)
+            .bind(&msg.subject)
+            .bind(&msg.text_body)
+            .bind(&msg.html_body)
+            .bind(serde_json::to_string(&msg.headers).unwrap_or_else(|_| "[]".into()))
+            .bind(msg.subscription_id)
+            .bind(now)
+            .fetch_one(pool)
+            .await?)
+        })
+    }
+
+    /// An outbox message's status and last error.
+    pub async fn outbox_status(&self, id: i64) -> Result<(String, Option<String>)> {
+        on_pool!(self, |pool, _d| {
+            sqlx::query_as("SELECT status, last_error FROM outbox WHERE id = $1")
+                .bind(id)
+                .fetch_optional(pool)
+                .await?
+                .ok_or(super::StoreError::NotFound)
         })
     }
 
@@ -119,82 +144,122 @@ impl Store {
             Ok(rows)
         })
     }
+}
 
-    /// Extends the lease of messages this worker still holds.
-    pub async fn renew_outbox_lease(&self, worker: &str, ids: &[i64], lease_until: DateTime<Utc>) -> Result<()> {
+/// The two queues the sender works: transactional mail (`outbox`) and digest deliveries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Queue {
+    Outbox,
+    Deliveries,
+}
+
+impl Queue {
+    fn table(self) -> &'static str {
+        match self {
+            Queue::Outbox => "outbox",
+            Queue::Deliveries => "deliveries",
+        }
+    }
+
+    /// Outbox rows carry their bodies (which may hold a token): drop them once they are done.
+    fn finished_extra(self) -> &'static str {
+        match self {
+            Queue::Outbox => ", text_body = NULL, html_body = NULL",
+            Queue::Deliveries => "",
+        }
+    }
+}
+
+impl Store {
+    /// Extends the leases this worker still holds.
+    pub async fn renew_leases(
+        &self,
+        queue: Queue,
+        worker: &str,
+        ids: &[i64],
+        lease_until: DateTime<Utc>,
+    ) -> Result<()> {
+        let sql = format!(
+            "UPDATE {} SET lease_until = $1 WHERE id = $2 AND leased_by = $3 AND status = 'queued'",
+            queue.table()
+        );
         for id in ids {
             on_pool!(self, |pool, _d| {
-                sqlx::query(
-                    "UPDATE outbox SET lease_until = $1 WHERE id = $2 AND leased_by = $3 AND status = 'queued'",
-                )
-                .bind(lease_until)
-                .bind(id)
-                .bind(worker)
-                .execute(pool)
-                .await?;
+                sqlx::query(AssertSqlSafe(sql.as_str()))
+                    .bind(lease_until)
+                    .bind(id)
+                    .bind(worker)
+                    .execute(pool)
+                    .await?;
             });
         }
         Ok(())
     }
 
-    /// The SMTP server accepted the message. Its bodies are dropped: they may hold a token.
-    pub async fn outbox_sent(&self, id: i64) -> Result<()> {
-        let now = super::now();
+    /// The SMTP server accepted the message.
+    pub async fn queue_sent(&self, queue: Queue, id: i64) -> Result<()> {
+        let sql = format!(
+            "UPDATE {} SET status = 'sent', sent_at = $1, attempts = attempts + 1, lease_until = NULL,
+                    last_error = NULL{}
+             WHERE id = $2",
+            queue.table(),
+            queue.finished_extra()
+        );
         on_pool!(self, |pool, _d| {
-            sqlx::query(
-                "UPDATE outbox SET status = 'sent', sent_at = $1, attempts = attempts + 1,
-                        lease_until = NULL, text_body = NULL, html_body = NULL, last_error = NULL
-                 WHERE id = $2",
-            )
-            .bind(now)
-            .bind(id)
-            .execute(pool)
-            .await?;
+            sqlx::query(AssertSqlSafe(sql))
+                .bind(super::now())
+                .bind(id)
+                .execute(pool)
+                .await?;
         });
         Ok(())
     }
 
     /// A temporary failure of this message: try again at `next_attempt_at`.
-    pub async fn outbox_retry(&self, id: i64, next_attempt_at: DateTime<Utc>, error: &str) -> Result<()> {
+    pub async fn queue_retry(&self, queue: Queue, id: i64, next_attempt_at: DateTime<Utc>, error: &str) -> Result<()> {
+        let sql = format!(
+            "UPDATE {} SET attempts = attempts + 1, next_attempt_at = $1, lease_until = NULL, last_error = $2
+             WHERE id = $3",
+            queue.table()
+        );
         on_pool!(self, |pool, _d| {
-            sqlx::query(
-                "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = $1, lease_until = NULL,
-                        last_error = $2
-                 WHERE id = $3",
-            )
-            .bind(next_attempt_at)
-            .bind(error)
-            .bind(id)
-            .execute(pool)
-            .await?;
+            sqlx::query(AssertSqlSafe(sql))
+                .bind(next_attempt_at)
+                .bind(error)
+                .bind(id)
+                .execute(pool)
+                .await?;
         });
         Ok(())
     }
 
-    /// A permanent failure (or a message no longer wanted): never sent.
-    pub async fn outbox_fail(&self, id: i64, status: &'static str, error: &str) -> Result<()> {
+    /// A permanent failure (`failed`), or a message no longer wanted (`cancelled`): never sent.
+    pub async fn queue_fail(&self, queue: Queue, id: i64, status: &'static str, error: &str) -> Result<()> {
+        let sql = format!(
+            "UPDATE {} SET status = $1, attempts = attempts + 1, lease_until = NULL, last_error = $2{}
+             WHERE id = $3",
+            queue.table(),
+            queue.finished_extra()
+        );
         on_pool!(self, |pool, _d| {
-            sqlx::query(
-                "UPDATE outbox SET status = $1, attempts = attempts + 1, lease_until = NULL,
-                        last_error = $2, text_body = NULL, html_body = NULL
-                 WHERE id = $3",
-            )
-            .bind(status)
-            .bind(error)
-            .bind(id)
-            .execute(pool)
-            .await?;
+            sqlx::query(AssertSqlSafe(sql))
+                .bind(status)
+                .bind(error)
+                .bind(id)
+                .execute(pool)
+                .await?;
         });
         Ok(())
     }
 
     /// Gives a claimed message back untouched (the session failed, not the message).
-    pub async fn outbox_release(&self, id: i64) -> Result<()> {
+    pub async fn queue_release(&self, queue: Queue, id: i64) -> Result<()> {
+        let sql = format!(
+            "UPDATE {} SET lease_until = NULL WHERE id = $1 AND status = 'queued'",
+            queue.table()
+        );
         on_pool!(self, |pool, _d| {
-            sqlx::query("UPDATE outbox SET lease_until = NULL WHERE id = $1 AND status = 'queued'")
-                .bind(id)
-                .execute(pool)
-                .await?;
+            sqlx::query(AssertSqlSafe(sql)).bind(id).execute(pool).await?;
         });
         Ok(())
     }

@@ -4,6 +4,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod digest;
+
 use crate::app::{Application, StartError, open_store};
 use crate::config::Config;
 use crate::store::{Store, StoreError};
@@ -36,6 +38,33 @@ enum Command {
         #[command(subcommand)]
         command: Option<FeedsCommand>,
     },
+    /// Send, preview, test-send or inspect digests.
+    Digest {
+        #[command(subcommand)]
+        command: DigestCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum DigestCommand {
+    /// Queue the list's next digest and send it, showing progress, next to any running servers.
+    Send {
+        /// The list's slug.
+        list: String,
+        /// Print the subject, the item titles and the recipient count; queue nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Print the next digest (HTML, or the text part with --text); changes nothing.
+    Preview {
+        list: String,
+        #[arg(long)]
+        text: bool,
+    },
+    /// Send the next digest to one address only, marked as a test; the items stay unsent.
+    Test { list: String, address: String },
+    /// Show recent digests, or one digest in detail.
+    Status { id: Option<i64> },
 }
 
 #[derive(Debug, Subcommand)]
@@ -101,6 +130,13 @@ pub async fn run(cli: Cli) -> ExitCode {
                 }) => create_list(&store, &slug, &name, &description).await,
             }
         }
+        Command::Digest { command } => {
+            let store = match open_store(&config).await {
+                Ok(s) => s,
+                Err(e) => return fail_start(e),
+            };
+            digest::run(&config, &store, command).await
+        }
         Command::Feeds { command } => {
             let store = match open_store(&config).await {
                 Ok(s) => s,
@@ -120,7 +156,7 @@ fn fail_start(e: StartError) -> ExitCode {
     ExitCode::from(2)
 }
 
-fn fail(message: impl std::fmt::Display) -> ExitCode {
+pub(crate) fn fail(message: impl std::fmt::Display) -> ExitCode {
     eprintln!("bulletin: {message}");
     ExitCode::FAILURE
 }

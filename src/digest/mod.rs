@@ -1,0 +1,344 @@
+//! Building a digest: choosing its items, rendering the part every recipient shares once, and
+//! personalising it per recipient (address and unsubscribe link) by substitution.
+
+use askama::Template;
+use chrono::{DateTime, TimeDelta, Utc};
+use chrono_tz::Tz;
+
+use crate::store::{DigestItem, List};
+
+pub const DEFAULT_MAX_ITEMS: i64 = 20;
+pub const MAX_ITEMS_LIMIT: i64 = 100;
+/// Without `since`, a digest looks back this far.
+pub const DEFAULT_LOOKBACK: TimeDelta = TimeDelta::hours(24);
+
+struct ItemView<'a> {
+    title: &'a str,
+    url: Option<&'a str>,
+    time: String,
+    summary_html: &'a str,
+    summary_text: &'a str,
+}
+
+#[derive(Template)]
+#[template(path = "digest.html")]
+struct DigestHtml<'a> {
+    list: &'a List,
+    date: &'a str,
+    items: &'a [ItemView<'a>],
+    email: &'a str,
+    unsubscribe_url: &'a str,
+    postal_address: Option<&'a str>,
+}
+
+#[derive(Template)]
+#[template(path = "digest.txt")]
+struct DigestText<'a> {
+    list: &'a List,
+    date: &'a str,
+    items: &'a [ItemView<'a>],
+    email: &'a str,
+    unsubscribe_url: &'a str,
+    postal_address: Option<&'a str>,
+}
+
+/// A digest rendered once for all its recipients.
+#[derive(Debug, Clone)]
+pub struct Rendered {
+    pub subject: String,
+    pub html: String,
+    pub text: String,
+    /// Marks the per-recipient values: `{placeholder}U` is the unsubscribe URL, `{placeholder}E`
+    /// the address. Random per digest, so no feed text can contain it by design.
+    pub placeholder: String,
+}
+
+pub fn default_subject(list: &List, now: DateTime<Utc>, tz: Tz) -> String {
+    format!("{} — {}", list.name, now.with_timezone(&tz).format("%-d %B %Y"))
+}
+
+/// Renders the shared part of a digest of `items` (newest first).
+pub fn render(
+    list: &List,
+    items: &[DigestItem],
+    subject: Option<&str>,
+    now: DateTime<Utc>,
+    tz: Tz,
+    postal_address: Option<&str>,
+) -> Result<Rendered, askama::Error> {
+    let placeholder = format!("bulletin-{}-", crate::domain::hex(&rand::random::<[u8; 12]>()));
+    let date = now.with_timezone(&tz).format("%A, %-d %B %Y").to_string();
+    let views: Vec<ItemView<'_>> = items
+        .iter()
+        .map(|i| ItemView {
+            title: &i.title,
+            url: i.url.as_deref(),
+            time: i.published_at.with_timezone(&tz).format("%-d %b, %H:%M").to_string(),
+            summary_html: &i.summary_html,
+            summary_text: &i.summary_text,
+        })
+        .collect();
+    let unsubscribe = format!("{placeholder}U");
+    let email = format!("{placeholder}E");
+    let html = DigestHtml {
+        list,
+        date: &date,
+        items: &views,
+        email: &email,
+        unsubscribe_url: &unsubscribe,
+        postal_address,
+    }
+    .render()?;
+    let text = DigestText {
+        list,
+        date: &date,
+        items: &views,
+        email: &email,
+        unsubscribe_url: &unsubscribe,
+        postal_address,
+    }
+    .render()?;
+    let subject = subject
+        .map(str::to_owned)
+        .unwrap_or_else(|| default_subject(list, now, tz));
+    Ok(Rendered {
+        subject,
+        html,
+        text,
+        placeholder,
+    })
+}
+
+/// One recipient's copy: (html, text).
+pub fn personalise(html: &str, text: &str, placeholder: &str, email: &str, unsubscribe_url: &str) -> (String, String) {
+    let escape = |s: &str| {
+        s.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+            .replace('"', "&quot;")
+            .replace('\'', "&#39;")
+    };
+    let html = html
+        .replace(&format!("{placeholder}U"), &escape(unsubscribe_url))
+        .replace(&format!("{placeholder}E"), &escape(email));
+    let text = text
+        .replace(&format!("{placeholder}U"), unsubscribe_url)
+        .replace(&format!("{placeholder}E"), email);
+    (html, text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn list() -> List {
+        List {
+            id: 1,
+            slug: "daily".into(),
+            name: "Daily Briefing".into(),
+            description: "The news at 7am".into(),
+            created_at: Utc::now(),
+        }
+    }
+
+    fn item(title: &str, summary_html: &str) -> DigestItem {
+        DigestItem {
+            id: 1,
+            title: title.into(),
+            url: Some("https://news.example/a?b=1&c=2".into()),
+            summary_html: summary_html.into(),
+            summary_text: "Plain summary".into(),
+            published_at: "2026-11-28T06:30:00Z".parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn renders_once_and_personalises_by_substitution() {
+        let tz: Tz = "Europe/Berlin".parse().unwrap();
+        let now = "2026-11-28T23:30:00Z".parse().unwrap();
+        let r = render(
+            &list(),
+            &[item("Tom & Jerry", "<p>Safe <strong>summary</strong></p>")],
+            None,
+            now,
+            tz,
+            Some("1 Main St"),
+        )
+        .unwrap();
+        // Dates in the configured zone: 23:30 UTC is already the 29th in Berlin.
+        assert_eq!(r.subject, "Daily Briefing — 29 November 2026");
+        assert!(
+            r.html.contains("Tom &#38; Jerry") || r.html.contains("Tom &amp; Jerry"),
+            "{}",
+            r.html
+        );
+        assert!(r.html.contains("<strong>summary</strong>"), "{}", r.html);
+        assert!(r.text.contains("Tom & Jerry") && r.text.contains("07:30"));
+        let (html, text) = personalise(
+            &r.html,
+            &r.text,
+            &r.placeholder,
+            "o'neil@x.org",
+            "https://n.example/u?token=1.a",
+        );
+        assert!(html.contains("https://n.example/u?token=1.a") && html.contains("o&#39;neil@x.org"));
+        assert!(text.contains("https://n.example/u?token=1.a") && text.contains("o'neil@x.org"));
+        assert!(!html.contains(&r.placeholder) && !text.contains(&r.placeholder));
+        assert!(html.contains("1 Main St") && text.contains("1 Main St"));
+    }
+}
+
+/// What an operator asks for; every field optional.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DigestRequest {
+    pub since: Option<DateTime<Utc>>,
+    pub max_items: Option<i64>,
+    pub subject: Option<String>,
+}
+
+impl DigestRequest {
+    /// A stable fingerprint of the request, to tell an idempotent retry from a different request.
+    pub fn fingerprint(&self) -> String {
+        let canonical = format!(
+            "since={:?};max_items={:?};subject={:?}",
+            self.since.map(|t| t.timestamp_millis()),
+            self.max_items,
+            self.subject
+        );
+        crate::domain::hex(&<sha2::Sha256 as sha2::Digest>::digest(canonical.as_bytes()))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DigestError {
+    #[error("There are no new items for this list in the chosen period: nothing to send.")]
+    NoItems,
+    #[error("This list has no confirmed subscribers: nothing to send.")]
+    NoRecipients,
+    #[error("This Idempotency-Key was used for a different request.")]
+    IdempotencyMismatch,
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error("cannot render the digest: {0}")]
+    Render(#[from] askama::Error),
+}
+
+/// The next digest of a list as it would be built now: its items and its rendered shared part.
+pub async fn build_next(
+    store: &crate::store::Store,
+    config: &crate::config::Config,
+    list: &List,
+    request: &DigestRequest,
+) -> Result<(Vec<DigestItem>, Rendered), DigestError> {
+    let now = crate::store::now();
+    let since = request.since.unwrap_or(now - DEFAULT_LOOKBACK);
+    let max = request.max_items.unwrap_or(DEFAULT_MAX_ITEMS);
+    let items = store.eligible_items(list.id, since, max).await?;
+    if items.is_empty() {
+        return Err(DigestError::NoItems);
+    }
+    let rendered = render(
+        list,
+        &items,
+        request.subject.as_deref(),
+        now,
+        config.timezone,
+        config.postal_address.as_deref(),
+    )?;
+    Ok((items, rendered))
+}
+
+/// Queues the next digest of a list: the digest row with its items, then one delivery row per
+/// confirmed subscriber, written in chunks. With an idempotency key already used for the same
+/// request, returns that digest and queues nothing.
+pub async fn queue(
+    store: &crate::store::Store,
+    config: &crate::config::Config,
+    list: &List,
+    request: &DigestRequest,
+    idempotency_key: Option<&str>,
+) -> Result<(crate::store::DigestView, bool), DigestError> {
+    let fingerprint = request.fingerprint();
+    if let Some(key) = idempotency_key
+        && let Some(existing) = reuse(store, list.id, key, &fingerprint).await?
+    {
+        return Ok((existing, false));
+    }
+    let (items, rendered) = build_next(store, config, list, request).await?;
+    if store.confirmed_count(list.id).await? == 0 {
+        return Err(DigestError::NoRecipients);
+    }
+    let item_ids: Vec<i64> = items.iter().map(|i| i.id).collect();
+    let new = crate::store::NewDigest {
+        list_id: list.id,
+        subject: &rendered.subject,
+        html_body: &rendered.html,
+        text_body: &rendered.text,
+        placeholder: &rendered.placeholder,
+        item_ids: &item_ids,
+        idempotency_key,
+        request_hash: Some(&fingerprint),
+    };
+    let id = match store.create_digest(&new).await {
+        Ok(id) => id,
+        // The same key was used concurrently: answer as its retry would.
+        Err(crate::store::StoreError::Conflict) if idempotency_key.is_some() => {
+            let key = idempotency_key.unwrap_or_default();
+            return match reuse(store, list.id, key, &fingerprint).await? {
+                Some(existing) => Ok((existing, false)),
+                None => Err(DigestError::IdempotencyMismatch),
+            };
+        }
+        Err(e) => return Err(e.into()),
+    };
+    finish_enqueue(store, id).await?;
+    Ok((store.digest(id).await?, true))
+}
+
+/// Writes the remaining delivery rows of a digest, chunk by chunk; safe to repeat after a crash.
+pub async fn finish_enqueue(store: &crate::store::Store, id: i64) -> Result<(), crate::store::StoreError> {
+    while !store.enqueue_deliveries(id).await? {}
+    // A digest whose every recipient left meanwhile has nothing to send.
+    store.finish_digest_if_complete(id).await?;
+    Ok(())
+}
+
+async fn reuse(
+    store: &crate::store::Store,
+    list_id: i64,
+    key: &str,
+    fingerprint: &str,
+) -> Result<Option<crate::store::DigestView>, DigestError> {
+    match store.idempotent_digest(list_id, key).await? {
+        None => Ok(None),
+        Some((id, hash)) if hash.as_deref() == Some(fingerprint) => Ok(Some(store.digest(id).await?)),
+        Some(_) => Err(DigestError::IdempotencyMismatch),
+    }
+}
+
+/// A test copy of a rendered digest for one address: subject marked "[TEST]", a placeholder
+/// unsubscribe link, and an `X-Bulletin-Test` header. It goes through the outbox.
+pub fn test_copy(
+    rendered: &Rendered,
+    list: &List,
+    to: &str,
+    links: &crate::mail::Links,
+) -> crate::store::NewOutboxMessage {
+    let unsubscribe = links.link("/unsubscribe?token=test");
+    let (html, text) = personalise(&rendered.html, &rendered.text, &rendered.placeholder, to, &unsubscribe);
+    let list_id = crate::mail::list_headers(list, &unsubscribe, links.namespace())
+        .into_iter()
+        .filter(|(name, _)| name == "List-Id");
+    crate::store::NewOutboxMessage {
+        kind: "digest-test",
+        priority: crate::store::outbox::PRIORITY_TRANSACTIONAL,
+        recipient: to.to_owned(),
+        subject: format!("[TEST] {}", rendered.subject),
+        text_body: text,
+        html_body: html,
+        headers: list_id
+            .chain([("X-Bulletin-Test".to_owned(), "yes".to_owned())])
+            .collect(),
+        subscription_id: None,
+    }
+}

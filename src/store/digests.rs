@@ -1,0 +1,383 @@
+//! Digests and their deliveries: one row per recipient, written in chunks, claimed in batches.
+
+use chrono::{DateTime, TimeDelta, Utc};
+use serde::Serialize;
+use sqlx::AssertSqlSafe;
+
+use super::{Result, Store, StoreError, conflict_on_unique, now, on_pool};
+
+/// Delivery rows written per transaction: small enough that SQLite's write lock is held briefly
+/// (signups keep flowing), large enough to fill 100,000 rows in a few dozen transactions.
+pub const ENQUEUE_CHUNK: i64 = 5_000;
+/// How long an idempotency key is remembered.
+pub const IDEMPOTENCY_WINDOW: TimeDelta = TimeDelta::hours(24);
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct DigestItem {
+    pub id: i64,
+    pub title: String,
+    pub url: Option<String>,
+    pub summary_html: String,
+    pub summary_text: String,
+    pub published_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct DigestView {
+    pub id: i64,
+    #[serde(rename = "list")]
+    pub list_slug: String,
+    pub status: String,
+    pub subject: String,
+    pub items: i64,
+    pub recipients: i64,
+    pub sent: i64,
+    pub failed: i64,
+    pub pending: i64,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+pub struct NewDigest<'a> {
+    pub list_id: i64,
+    pub subject: &'a str,
+    pub html_body: &'a str,
+    pub text_body: &'a str,
+    pub placeholder: &'a str,
+    pub item_ids: &'a [i64],
+    pub idempotency_key: Option<&'a str>,
+    pub request_hash: Option<&'a str>,
+}
+
+/// The parts of a digest every delivery shares, and what they need to be personalised.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct DigestParts {
+    pub id: i64,
+    pub list_id: i64,
+    pub list_slug: String,
+    pub list_name: String,
+    pub subject: String,
+    pub html_body: String,
+    pub text_body: String,
+    pub placeholder: String,
+    pub status: String,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Delivery {
+    pub id: i64,
+    pub digest_id: i64,
+    pub subscription_id: i64,
+    pub recipient: String,
+    pub attempts: i32,
+}
+
+const VIEW_SELECT: &str = "SELECT d.id, l.slug AS list_slug, d.status, d.subject, d.items, d.recipients,
+        (SELECT COUNT(*) FROM deliveries x WHERE x.digest_id = d.id AND x.status = 'sent') AS sent,
+        (SELECT COUNT(*) FROM deliveries x WHERE x.digest_id = d.id AND x.status = 'failed') AS failed,
+        (SELECT COUNT(*) FROM deliveries x WHERE x.digest_id = d.id AND x.status = 'queued') AS pending,
+        d.created_at, d.started_at, d.finished_at
+ FROM digests d JOIN lists l ON l.id = d.list_id";
+
+impl Store {
+    /// Items no earlier (uncancelled) digest of the list carried, published since `since`,
+    /// newest first.
+    pub async fn eligible_items(&self, list_id: i64, since: DateTime<Utc>, max: i64) -> Result<Vec<DigestItem>> {
+        on_pool!(self, |pool, _d| {
+            Ok(sqlx::query_as::<_, DigestItem>(
+                "SELECT i.id, i.title, i.url, i.summary_html, i.summary_text, i.published_at
+                 FROM items i
+                 WHERE i.list_id = $1 AND i.published_at >= $2
+                   AND NOT EXISTS (SELECT 1 FROM digest_items di JOIN digests d ON d.id = di.digest_id
+                                   WHERE di.item_id = i.id AND d.list_id = $1 AND d.status <> 'cancelled')
+                 ORDER BY i.published_at DESC, i.id DESC LIMIT $3",
+            )
+            .bind(list_id)
+            .bind(since)
+            .bind(max)
+            .fetch_all(pool)
+            .await?)
+        })
+    }
+
+    pub async fn confirmed_count(&self, list_id: i64) -> Result<i64> {
+        on_pool!(self, |pool, _d| {
+            Ok(
+                sqlx::query_scalar("SELECT COUNT(*) FROM subscriptions WHERE list_id = $1 AND status = 'confirmed'")
+                    .bind(list_id)
+                    .fetch_one(pool)
+                    .await?,
+            )
+        })
+    }
+
+    /// The digest created under this idempotency key in the last 24 h, with its request hash.
+    pub async fn idempotent_digest(&self, list_id: i64, key: &str) -> Result<Option<(i64, Option<String>)>> {
+        let cutoff = now() - IDEMPOTENCY_WINDOW;
+        on_pool!(self, |pool, _d| {
+            Ok(sqlx::query_as(
+                "SELECT id, request_hash FROM digests WHERE list_id = $1 AND idempotency_key = $2 AND created_at > $3",
+            )
+            .bind(list_id)
+            .bind(key)
+            .bind(cutoff)
+            .fetch_optional(pool)
+            .await?)
+        })
+    }
+
+    /// Records a digest and the items it carries. `Conflict` when its idempotency key was taken
+    /// meanwhile. Delivery rows follow with `enqueue_deliveries`.
+    pub async fn create_digest(&self, new: &NewDigest<'_>) -> Result<i64> {
+        let now = now();
+        on_pool!(self, |pool, d| {
+            let mut tx = pool.begin_with(d.begin_write).await?;
+            // Keys expire after 24 h: free them so the unique index allows reuse.
+            sqlx::query("UPDATE digests SET idempotency_key = NULL WHERE list_id = $1 AND created_at <= $2 AND idempotency_key IS NOT NULL")
+                .bind(new.list_id)
+                .bind(now - IDEMPOTENCY_WINDOW)
+                .execute(&mut *tx)
+                .await?;
+            let id: i64 = sqlx::query_scalar(
+                "INSERT INTO digests (list_id, status, subject, html_body, text_body, placeholder, items,
+                                      idempotency_key, request_hash, created_at)
+                 VALUES ($1, 'queued', $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
+            )
+            .bind(new.list_id)
+            .bind(new.subject)
+            .bind(new.html_body)
+            .bind(new.text_body)
+            .bind(new.placeholder)
+            .bind(new.item_ids.len() as i64)
+            .bind(new.idempotency_key)
+            .bind(new.request_hash)
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(conflict_on_unique)?;
+            for (position, item) in new.item_ids.iter().enumerate() {
+                sqlx::query("INSERT INTO digest_items (digest_id, item_id, position) VALUES ($1, $2, $3)")
+                    .bind(id)
+                    .bind(item)
+                    .bind(position as i32)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            Ok(id)
+        })
+    }
+
+    /// Writes the next chunk of delivery rows (`INSERT … SELECT` over a keyset range of the list's
+    /// subscribers confirmed before the digest was created). Returns `true` once all are written.
+    pub async fn enqueue_deliveries(&self, digest_id: i64) -> Result<bool> {
+        on_pool!(self, |pool, d| {
+            let mut tx = pool.begin_with(d.begin_write).await?;
+            let row: Option<(i64, i64, bool, DateTime<Utc>)> =
+                sqlx::query_as("SELECT list_id, enqueue_cursor, enqueued, created_at FROM digests WHERE id = $1")
+                    .bind(digest_id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            let Some((list_id, cursor, enqueued, created_at)) = row else {
+                return Err(StoreError::NotFound);
+            };
+            if enqueued {
+                return Ok(true);
+            }
+            let boundary: Option<i64> = sqlx::query_scalar(
+                "SELECT id FROM subscriptions WHERE list_id = $1 AND status = 'confirmed' AND id > $2
+                 ORDER BY id LIMIT 1 OFFSET $3",
+            )
+            .bind(list_id)
+            .bind(cursor)
+            .bind(ENQUEUE_CHUNK - 1)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let upper = boundary.unwrap_or(i64::MAX);
+            let inserted = sqlx::query(
+                "INSERT INTO deliveries (digest_id, subscription_id, recipient, next_attempt_at)
+                 SELECT $1, s.id, sub.email, $2
+                 FROM subscriptions s JOIN subscribers sub ON sub.id = s.subscriber_id
+                 WHERE s.list_id = $3 AND s.status = 'confirmed' AND s.confirmed_at <= $4
+                   AND s.id > $5 AND s.id <= $6
+                 ORDER BY s.id
+                 ON CONFLICT (digest_id, subscription_id) DO NOTHING",
+            )
+            .bind(digest_id)
+            .bind(created_at)
+            .bind(list_id)
+            .bind(created_at)
+            .bind(cursor)
+            .bind(upper)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected() as i64;
+            let done = boundary.is_none();
+            sqlx::query(
+                "UPDATE digests SET recipients = recipients + $1, enqueue_cursor = $2, enqueued = $3 WHERE id = $4",
+            )
+            .bind(inserted)
+            .bind(boundary.unwrap_or(cursor))
+            .bind(done)
+            .bind(digest_id)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(done)
+        })
+    }
+
+    /// Unfinished digests as (id, whether every delivery row is written).
+    pub async fn unfinished_digests(&self) -> Result<Vec<(i64, bool)>> {
+        on_pool!(self, |pool, _d| {
+            Ok(
+                sqlx::query_as("SELECT id, enqueued FROM digests WHERE status IN ('queued', 'sending')")
+                    .fetch_all(pool)
+                    .await?,
+            )
+        })
+    }
+
+    pub async fn digest(&self, id: i64) -> Result<DigestView> {
+        on_pool!(self, |pool, _d| {
+            sqlx::query_as::<_, DigestView>(AssertSqlSafe(format!("{VIEW_SELECT} WHERE d.id = $1")))
+                .bind(id)
+                .fetch_optional(pool)
+                .await?
+                .ok_or(StoreError::NotFound)
+        })
+    }
+
+    /// Digests of one list (or all), newest first.
+    pub async fn digests(&self, list_id: Option<i64>) -> Result<Vec<DigestView>> {
+        on_pool!(self, |pool, _d| {
+            Ok(sqlx::query_as::<_, DigestView>(AssertSqlSafe(format!(
+                "{VIEW_SELECT} WHERE (CAST($1 AS BIGINT) IS NULL OR d.list_id = $1) ORDER BY d.id DESC LIMIT 200"
+            )))
+            .bind(list_id)
+            .fetch_all(pool)
+            .await?)
+        })
+    }
+
+    /// Cancels a digest that is not finished: its queued deliveries are cancelled with it.
+    /// Returns `false` when it was already done.
+    pub async fn cancel_digest(&self, id: i64) -> Result<bool> {
+        let now = now();
+        on_pool!(self, |pool, d| {
+            let mut tx = pool.begin_with(d.begin_write).await?;
+            let status: Option<String> = sqlx::query_scalar("SELECT status FROM digests WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            match status.as_deref() {
+                None => return Err(StoreError::NotFound),
+                Some("done") => return Ok(false),
+                Some("cancelled") => return Ok(true),
+                Some(_) => {}
+            }
+            sqlx::query("UPDATE digests SET status = 'cancelled', finished_at = $1 WHERE id = $2")
+                .bind(now)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(
+                "UPDATE deliveries SET status = 'cancelled', lease_until = NULL, last_error = 'digest cancelled'
+                 WHERE digest_id = $1 AND status = 'queued'",
+            )
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(true)
+        })
+    }
+
+    pub async fn digest_parts(&self, id: i64) -> Result<DigestParts> {
+        on_pool!(self, |pool, _d| {
+            sqlx::query_as::<_, DigestParts>(
+                "SELECT d.id, d.list_id, l.slug AS list_slug, l.name AS list_name, d.subject, d.html_body,
+                        d.text_body, d.placeholder, d.status
+                 FROM digests d JOIN lists l ON l.id = d.list_id WHERE d.id = $1",
+            )
+            .bind(id)
+            .fetch_optional(pool)
+            .await?
+            .ok_or(StoreError::NotFound)
+        })
+    }
+
+    /// Whether a delivery is still wanted right before it is sent: its digest is not cancelled
+    /// and its subscription is still confirmed.
+    pub async fn delivery_wanted(&self, digest_id: i64, subscription_id: i64) -> Result<bool> {
+        on_pool!(self, |pool, _d| {
+            let row: Option<(String, String)> = sqlx::query_as(
+                "SELECT d.status, s.status FROM digests d, subscriptions s WHERE d.id = $1 AND s.id = $2",
+            )
+            .bind(digest_id)
+            .bind(subscription_id)
+            .fetch_optional(pool)
+            .await?;
+            Ok(row.is_some_and(|(d, s)| d != "cancelled" && s == "confirmed"))
+        })
+    }
+
+    /// Leases up to `limit` due deliveries to `worker`.
+    pub async fn claim_deliveries(
+        &self,
+        worker: &str,
+        lease_until: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<Delivery>> {
+        let now = now();
+        on_pool!(self, |pool, d| {
+            let mut rows = sqlx::query_as::<_, Delivery>(AssertSqlSafe(format!(
+                "UPDATE deliveries SET lease_until = $1, leased_by = $2
+                 WHERE id IN (SELECT id FROM deliveries
+                              WHERE status = 'queued' AND next_attempt_at <= $3
+                                AND (lease_until IS NULL OR lease_until < $3)
+                              ORDER BY next_attempt_at, id LIMIT $4 {})
+                 RETURNING id, digest_id, subscription_id, recipient, attempts",
+                d.skip_locked
+            )))
+            .bind(lease_until)
+            .bind(worker)
+            .bind(now)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?;
+            rows.sort_by_key(|r| r.id);
+            Ok(rows)
+        })
+    }
+
+    /// Marks a digest as sending when its first delivery is claimed.
+    pub async fn digest_started(&self, id: i64) -> Result<()> {
+        on_pool!(self, |pool, _d| {
+            sqlx::query("UPDATE digests SET status = 'sending', started_at = $1 WHERE id = $2 AND status = 'queued'")
+                .bind(now())
+                .bind(id)
+                .execute(pool)
+                .await?;
+        });
+        Ok(())
+    }
+
+    /// Marks a digest done once every delivery row is written and none is left queued.
+    pub async fn finish_digest_if_complete(&self, id: i64) -> Result<bool> {
+        on_pool!(self, |pool, _d| {
+            let done = sqlx::query(
+                "UPDATE digests SET status = 'done', finished_at = $1
+                 WHERE id = $2 AND status IN ('queued', 'sending') AND enqueued = TRUE
+                   AND NOT EXISTS (SELECT 1 FROM deliveries x WHERE x.digest_id = $2 AND x.status = 'queued')",
+            )
+            .bind(now())
+            .bind(id)
+            .execute(pool)
+            .await?
+            .rows_affected();
+            Ok(done == 1)
+        })
+    }
+}
