@@ -169,6 +169,9 @@ fn log_startup(config: &Config, addr: SocketAddr, backend: &str) {
             "the admin API is disabled: set BULLETIN_ADMIN_TOKEN (comma-separated for rotation) to enable /api"
         );
     }
+    if config.postal_address.is_none() {
+        tracing::warn!("BULLETIN_POSTAL_ADDRESS is unset: digests go out without the sender's postal address");
+    }
     if !config.public_url_is_safe() {
         tracing::warn!(
             public_url = %config.public_url,
