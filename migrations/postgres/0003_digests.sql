@@ -41,7 +41,7 @@ CREATE TABLE deliveries (
     status          TEXT NOT NULL DEFAULT 'queued' CHECK (status IN ('queued', 'sent', 'failed', 'cancelled')),
     attempts        INTEGER NOT NULL DEFAULT 0,
     next_attempt_at TIMESTAMPTZ NOT NULL,
-    lease_until     TEXT,
+    lease_until     TIMESTAMPTZ,
     leased_by       TEXT,
     last_error      TEXT,
     sent_at         TIMESTAMPTZ,

@@ -273,10 +273,16 @@ impl Worker {
                 {
                     return Ok(None);
                 }
+                if !store.may_send_to(&msg.recipient, msg.kind == "confirmation").await? {
+                    return Ok(None);
+                }
                 Ok(Some(self.sender.composer.compose(msg).map_err(PrepareError::Compose)?))
             }
             Job::Delivery(d) => {
-                if !store.delivery_wanted(d.digest_id, d.subscription_id).await? {
+                if !store
+                    .delivery_wanted(d.digest_id, d.subscription_id, &d.recipient.to_lowercase())
+                    .await?
+                {
                     return Ok(None);
                 }
                 let parts = self.digest(d.digest_id).await?;
@@ -346,6 +352,19 @@ impl Worker {
                 }
                 record(store.queue_sent(queue, id).await);
                 tracing::debug!(id, ?queue, "sent");
+            }
+            Err(SendError::Rejected(e)) => {
+                tracing::warn!(id, ?queue, error = %e, "recipient rejected: suppressing the address");
+                record(store.queue_fail(queue, id, "failed", &e).await);
+                let recipient = match job {
+                    Job::Outbox(m) => &m.recipient,
+                    Job::Delivery(d) => &d.recipient,
+                };
+                record(
+                    store
+                        .suppress(&recipient.to_lowercase(), recipient, "bounce", Some(&e))
+                        .await,
+                );
             }
             Err(SendError::Permanent(e)) => {
                 tracing::warn!(id, ?queue, error = %e, "rejected permanently");

@@ -9,6 +9,7 @@ mod feeds;
 mod health;
 mod pages;
 mod subscriptions;
+mod suppressions;
 mod unsubscribe;
 
 pub use admin::parse_new_list;
@@ -112,6 +113,11 @@ pub fn router(state: AppState) -> Router {
         .route("/lists/{slug}/digests/test", post(digests::test_send))
         .route("/digests/{id}", get(digests::show))
         .route("/digests/{id}/cancel", post(digests::cancel))
+        .route("/suppressions", post(suppressions::add))
+        .route(
+            "/suppressions/{email}",
+            get(suppressions::show).delete(suppressions::remove),
+        )
         .layer(DefaultBodyLimit::max(extract::PUBLIC_BODY_LIMIT))
         .route(
             "/lists/{slug}/items",

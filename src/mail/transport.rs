@@ -8,7 +8,9 @@ use std::time::Duration;
 use lettre::address::Envelope;
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::{AsyncSmtpConnection, TlsParameters};
+use lettre::transport::smtp::commands::{Data, Mail, Rcpt, Rset};
 use lettre::transport::smtp::extension::ClientId;
+use lettre::transport::smtp::extension::{MailBodyParameter, MailParameter};
 use tokio::net::TcpStream;
 use url::Url;
 
@@ -209,7 +211,10 @@ fn tls_client_config() -> Arc<rustls::ClientConfig> {
 /// Why a message was not delivered, classified by what should happen next.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SendError {
-    /// A 5xx for this message: never retry it.
+    /// A 5xx to RCPT TO: the mailbox does not exist (a hard bounce). Never retry; suppress it.
+    #[error("{0}")]
+    Rejected(String),
+    /// Another 5xx for this message (to MAIL FROM, or after DATA): never retry it.
     #[error("{0}")]
     Permanent(String),
     /// A 4xx for this message: retry it later.
@@ -226,23 +231,71 @@ async fn timed<T>(fut: impl Future<Output = T>) -> Result<T, SendError> {
         .map_err(|_| SendError::Session(format!("the SMTP server did not answer within {SMTP_TIMEOUT:?}")))
 }
 
-/// Sends one message over an open session, classifying the outcome.
-pub async fn send_on(conn: &mut AsyncSmtpConnection, envelope: &Envelope, raw: &[u8]) -> Result<(), SendError> {
-    match timed(conn.send(envelope, raw)).await? {
-        Ok(_) => Ok(()),
-        Err(e) => Err(classify(&e)),
-    }
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Mail,
+    Rcpt,
+    Data,
 }
 
-fn classify(e: &lettre::transport::smtp::Error) -> SendError {
+/// Sends one message over an open session: MAIL, RCPT, DATA, each exchange with its own timeout.
+/// After a refusal of this message the transaction is reset (RSET) so the session can carry the
+/// next one; lettre's own `send` would close it.
+pub async fn send_on(conn: &mut AsyncSmtpConnection, envelope: &Envelope, raw: &[u8]) -> Result<(), SendError> {
+    let mut params = Vec::new();
+    if !raw.is_ascii() {
+        params.push(MailParameter::Body(MailBodyParameter::EightBitMime));
+    }
+    if envelope
+        .from()
+        .into_iter()
+        .chain(envelope.to())
+        .any(|a: &lettre::Address| !AsRef::<str>::as_ref(a).is_ascii())
+    {
+        params.push(MailParameter::SmtpUtfEight);
+    }
+    let result = async {
+        step(
+            timed(conn.command(Mail::new(envelope.from().cloned(), params))).await?,
+            Phase::Mail,
+        )?;
+        for to in envelope.to() {
+            step(
+                timed(conn.command(Rcpt::new(to.clone(), Vec::new()))).await?,
+                Phase::Rcpt,
+            )?;
+        }
+        step(timed(conn.command(Data)).await?, Phase::Data)?;
+        step(timed(conn.message(raw)).await?, Phase::Data)
+    }
+    .await;
+    if matches!(
+        result,
+        Err(SendError::Rejected(_) | SendError::Permanent(_) | SendError::Transient(_))
+    ) {
+        // The session is fine; only this transaction is over.
+        match timed(conn.command(Rset)).await {
+            Ok(Ok(_)) => {}
+            _ => conn.abort().await,
+        }
+    }
+    result
+}
+
+fn step(
+    result: Result<lettre::transport::smtp::response::Response, lettre::transport::smtp::Error>,
+    phase: Phase,
+) -> Result<(), SendError> {
+    let Err(e) = result else { return Ok(()) };
     let text = e.to_string();
-    match e.status() {
+    Err(match e.status() {
         // 421: the server is closing the session; the message is not at fault.
         Some(code) if code.to_string() == "421" => SendError::Session(text),
+        Some(_) if e.is_permanent() && phase == Phase::Rcpt => SendError::Rejected(text),
         Some(_) if e.is_permanent() => SendError::Permanent(text),
         Some(_) if e.is_transient() => SendError::Transient(text),
         _ => SendError::Session(text),
-    }
+    })
 }
 
 /// Writes a message as `<dir>/<name>.eml`, atomically (temporary file, then rename), so a reader

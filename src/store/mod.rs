@@ -8,6 +8,7 @@ mod lists;
 pub mod outbox;
 mod settings;
 mod subscriptions;
+mod suppressions;
 
 pub use digests::{Delivery, DigestItem, DigestParts, DigestView, ENQUEUE_CHUNK, NewDigest};
 pub use feeds::{Feed, IngestCounts, NewItem};
@@ -17,6 +18,7 @@ pub use subscriptions::{
     ConfirmOutcome, NewSignup, RequestOrigin, SignupOutcome, SubscriberPage, SubscriberRow, SubscriptionInfo,
     SubscriptionStatus,
 };
+pub use suppressions::Suppression;
 
 use std::str::FromStr;
 use std::time::Duration;

@@ -349,6 +349,14 @@ impl Store {
                     newly.push(subscription_id);
                 }
             }
+            if !newly.is_empty() {
+                // A new confirmed opt-in shows the mailbox works again: lift a bounce suppression
+                // (never a manual one).
+                sqlx::query("DELETE FROM suppressions WHERE email_key = $1 AND reason = 'bounce'")
+                    .bind(email.to_lowercase())
+                    .execute(&mut *tx)
+                    .await?;
+            }
             // Name only what is confirmed now: a list left since stays left.
             let confirmed_ids: Vec<i64> = sqlx::query_scalar(
                 "SELECT list_id FROM subscriptions WHERE subscriber_id = $1 AND status = 'confirmed'",

@@ -9,3 +9,4 @@ mod optin;
 mod sender;
 mod signup;
 mod smtp_selfcheck;
+mod suppression;
