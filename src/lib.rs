@@ -12,7 +12,9 @@ pub mod digest;
 pub mod domain;
 pub mod feeds;
 pub mod http;
+pub mod import;
 pub mod mail;
+pub mod signup;
 pub mod store;
 
 pub use app::Application;

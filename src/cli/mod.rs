@@ -38,10 +38,37 @@ enum Command {
         #[command(subcommand)]
         command: Option<FeedsCommand>,
     },
+    /// Import subscribers.
+    Subscribers {
+        #[command(subcommand)]
+        command: SubscribersCommand,
+    },
     /// Send, preview, test-send or inspect digests.
     Digest {
         #[command(subcommand)]
         command: DigestCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum SubscribersCommand {
+    /// Import a CSV file (columns `email`, optional `name`) into a list. Every row is validated
+    /// like a signup; a file with invalid rows imports nothing unless --skip-invalid.
+    Import {
+        /// The list's slug.
+        list: String,
+        /// The CSV file.
+        file: std::path::PathBuf,
+        /// Import as confirmed (needs --consent); otherwise each new address gets a double
+        /// opt-in email, sent by a running server.
+        #[arg(long)]
+        confirmed: bool,
+        /// Where consent was given (kept as each imported address's consent record).
+        #[arg(long)]
+        consent: Option<String>,
+        /// Import the valid rows and report the others.
+        #[arg(long)]
+        skip_invalid: bool,
     },
 }
 
@@ -129,6 +156,27 @@ pub async fn run(cli: Cli) -> ExitCode {
                     description,
                 }) => create_list(&store, &slug, &name, &description).await,
             }
+        }
+        Command::Subscribers {
+            command:
+                SubscribersCommand::Import {
+                    list,
+                    file,
+                    confirmed,
+                    consent,
+                    skip_invalid,
+                },
+        } => {
+            let store = match open_store(&config).await {
+                Ok(s) => s,
+                Err(e) => return fail_start(e),
+            };
+            let options = crate::import::ImportOptions {
+                confirmed,
+                consent,
+                skip_invalid,
+            };
+            import(&config, &store, &list, &file, &options).await
         }
         Command::Digest { command } => {
             let store = match open_store(&config).await {
@@ -346,5 +394,47 @@ async fn print_feeds(store: &Store) -> ExitCode {
             println!("{:>4}  error: {error}", "");
         }
     }
+    ExitCode::SUCCESS
+}
+
+async fn import(
+    config: &Config,
+    store: &Store,
+    slug: &str,
+    file: &std::path::Path,
+    options: &crate::import::ImportOptions,
+) -> ExitCode {
+    use crate::import::ImportError;
+    let list = match store.list_by_slug(slug).await {
+        Ok(l) => l,
+        Err(StoreError::NotFound) => return fail(format_args!("there is no list {slug}")),
+        Err(e) => return fail(e),
+    };
+    let started = std::time::Instant::now();
+    let report = match crate::import::import_file(store, config, &list, file, options).await {
+        Ok(report) => report,
+        Err(ImportError::InvalidRows(report)) => {
+            for e in &report.errors {
+                eprintln!("line {}: {}", e.line, e.message);
+            }
+            if report.invalid as usize > report.errors.len() {
+                eprintln!("… and {} more", report.invalid as usize - report.errors.len());
+            }
+            return fail(ImportError::InvalidRows(report));
+        }
+        Err(e) => return fail(e),
+    };
+    for e in &report.errors {
+        eprintln!("skipped line {}: {}", e.line, e.message);
+    }
+    println!(
+        "Imported {} of {} rows into {} in {:.1} s ({} skipped: already there, unsubscribed or suppressed; {} invalid).",
+        report.imported,
+        report.rows,
+        list.slug,
+        started.elapsed().as_secs_f64(),
+        report.skipped,
+        report.invalid
+    );
     ExitCode::SUCCESS
 }

@@ -7,6 +7,7 @@ mod error;
 mod extract;
 mod feeds;
 mod health;
+mod import;
 mod pages;
 mod subscriptions;
 mod suppressions;
@@ -119,6 +120,10 @@ pub fn router(state: AppState) -> Router {
             get(suppressions::show).delete(suppressions::remove),
         )
         .layer(DefaultBodyLimit::max(extract::PUBLIC_BODY_LIMIT))
+        .route(
+            "/lists/{slug}/import",
+            post(import::import).layer(DefaultBodyLimit::disable()),
+        )
         .route(
             "/lists/{slug}/items",
             post(feeds::push_items).layer(DefaultBodyLimit::max(feeds::PUSH_BODY_LIMIT)),

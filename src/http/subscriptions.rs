@@ -1,24 +1,18 @@
 //! `POST /subscriptions`: a reader signs up for one or several lists.
 
-use std::time::Duration;
-
 use askama::Template;
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
-use chrono::TimeDelta;
 use serde::Deserialize;
 
 use super::AppState;
 use super::error::ApiError;
 use super::extract::{BodyKind, Format, Origin, RawBody, body_kind, parse_form, parse_json};
 use super::pages::{MessagePage, SignupPage};
-use crate::domain::{ConfirmationToken, EmailAddress};
-use crate::store::{List, NewSignup};
-
-/// At most one confirmation email per address within this window.
-pub const RESEND_AFTER: Duration = Duration::from_secs(5 * 60);
+use crate::domain::EmailAddress;
+use crate::store::List;
 
 #[derive(Debug, Default, Deserialize)]
 struct SignupRequest {
@@ -97,26 +91,7 @@ pub async fn start_opt_in(
     lists: &[List],
     origin: &crate::store::RequestOrigin,
 ) -> Result<(), ApiError> {
-    let token = ConfirmationToken::generate();
-    let link = state
-        .config
-        .link(&format!("/subscriptions/confirm?token={}", token.as_str()));
-    let ttl = state.config.confirm_ttl;
-    let signup = NewSignup {
-        email,
-        lists,
-        origin,
-        token_hash: &token.hash(),
-        token_ttl: TimeDelta::from_std(ttl).unwrap_or(TimeDelta::hours(48)),
-        resend_after: TimeDelta::from_std(RESEND_AFTER).unwrap_or(TimeDelta::minutes(5)),
-    };
-    let outcome = state
-        .store
-        .signup(signup, |lists| {
-            crate::mail::confirmation_email(email.as_str(), lists, &link, ttl)
-        })
-        .await?;
-    tracing::info!(?outcome, lists = lists.len(), "signup recorded");
+    crate::signup::start_opt_in(&state.store, &state.config, email, lists, origin).await?;
     state.wake_sender();
     Ok(())
 }

@@ -4,6 +4,7 @@
 
 mod digests;
 mod feeds;
+mod import;
 mod lists;
 pub mod outbox;
 mod settings;
@@ -12,6 +13,7 @@ mod suppressions;
 
 pub use digests::{Delivery, DigestItem, DigestParts, DigestView, ENQUEUE_CHUNK, NewDigest};
 pub use feeds::{Feed, IngestCounts, NewItem};
+pub use import::ImportRow;
 pub use lists::{List, ListCounts, NewList};
 pub use outbox::{NewOutboxMessage, OutboxMessage, Queue};
 pub use subscriptions::{

@@ -445,3 +445,20 @@ impl Store {
         })
     }
 }
+
+impl Store {
+    /// The status of an address's subscription to a list, if it has one.
+    pub async fn subscription_status(&self, list_id: i64, email_key: &str) -> Result<Option<SubscriptionStatus>> {
+        on_pool!(self, |pool, _d| {
+            let status: Option<String> = sqlx::query_scalar(
+                "SELECT s.status FROM subscriptions s JOIN subscribers sub ON sub.id = s.subscriber_id
+                 WHERE s.list_id = $1 AND sub.email_key = $2",
+            )
+            .bind(list_id)
+            .bind(email_key)
+            .fetch_optional(pool)
+            .await?;
+            Ok(status.as_deref().and_then(SubscriptionStatus::parse))
+        })
+    }
+}

@@ -5,6 +5,7 @@ mod support;
 
 mod admin;
 mod feeds;
+mod import;
 mod optin;
 mod sender;
 mod signup;

@@ -1,0 +1,214 @@
+//! Importing subscribers from CSV (`email` required, `name` optional): every row validated like a
+//! signup; a file with invalid rows imports nothing unless told to skip them. The file is read
+//! twice (validate, then import) and streamed both times, so memory does not grow with its size.
+
+use std::path::Path;
+
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use crate::config::Config;
+use crate::domain::EmailAddress;
+use crate::store::{ImportRow, List, RequestOrigin, SignupOutcome, Store, StoreError, SubscriptionStatus};
+
+/// Rows per write transaction of a confirmed import.
+const CHUNK: usize = 5_000;
+/// Errors listed in a report (all are counted).
+const MAX_LISTED_ERRORS: usize = 100;
+
+#[derive(Debug, Clone, Default)]
+pub struct ImportOptions {
+    /// Import as confirmed, with `consent` as the consent record; otherwise each new address
+    /// gets a double opt-in email.
+    pub confirmed: bool,
+    pub consent: Option<String>,
+    pub skip_invalid: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RowError {
+    pub line: u64,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ImportReport {
+    /// Data rows read.
+    pub rows: u64,
+    /// Subscriptions created (or, for a confirmed import, pending ones confirmed).
+    pub imported: u64,
+    /// Valid rows left alone: already subscribed, unsubscribed, or suppressed.
+    pub skipped: u64,
+    pub invalid: u64,
+    pub errors: Vec<RowError>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    #[error("{0}")]
+    Unreadable(String),
+    #[error("A confirmed import needs a consent record: say where consent was given.")]
+    ConsentRequired,
+    #[error("{} of {} rows are invalid: nothing was imported (skip them to import the rest).", .0.invalid, .0.rows)]
+    InvalidRows(ImportReport),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+struct Columns {
+    email: usize,
+    name: Option<usize>,
+}
+
+fn open(path: &Path) -> Result<(csv::Reader<std::fs::File>, Columns), ImportError> {
+    let mut reader = csv::ReaderBuilder::new()
+        .flexible(true)
+        .trim(csv::Trim::All)
+        .from_path(path)
+        .map_err(|e| ImportError::Unreadable(format!("cannot read the CSV file: {e}")))?;
+    let headers = reader
+        .headers()
+        .map_err(|e| ImportError::Unreadable(format!("cannot read the CSV header: {e}")))?;
+    let find = |name: &str| headers.iter().position(|h| h.trim().eq_ignore_ascii_case(name));
+    let email = find("email").ok_or_else(|| {
+        ImportError::Unreadable("the CSV file needs a header row with an `email` column (and optionally `name`)".into())
+    })?;
+    let name = find("name");
+    Ok((reader, Columns { email, name }))
+}
+
+/// Reads every record, calling `each` with its line and the parsed row (or the row's error).
+fn read_rows(path: &Path, mut each: impl FnMut(u64, Result<ImportRow, String>) -> bool) -> Result<(), ImportError> {
+    let (mut reader, columns) = open(path)?;
+    let mut record = csv::StringRecord::new();
+    loop {
+        let line = reader.position().line() + 1;
+        match reader.read_record(&mut record) {
+            Ok(false) => return Ok(()),
+            Ok(true) => {}
+            Err(e) => {
+                if !each(line, Err(format!("unreadable row: {e}"))) {
+                    return Ok(());
+                }
+                continue;
+            }
+        }
+        let line = record.position().map(|p| p.line()).unwrap_or(line);
+        let row = match record.get(columns.email).map(EmailAddress::parse) {
+            None => Err("no email".to_owned()),
+            Some(Err(e)) => Err(e.to_string()),
+            Some(Ok(email)) => {
+                let name = columns
+                    .name
+                    .and_then(|i| record.get(i))
+                    .map(|n| n.chars().filter(|c| !c.is_control()).take(200).collect::<String>())
+                    .filter(|n| !n.is_empty());
+                Ok(ImportRow { line, email, name })
+            }
+        };
+        if !each(line, row) {
+            return Ok(());
+        }
+    }
+}
+
+/// Validates the whole file first: counts rows and collects errors.
+async fn validate(path: &Path) -> Result<ImportReport, ImportError> {
+    let path = path.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let mut report = ImportReport::default();
+        read_rows(&path, |line, row| {
+            report.rows += 1;
+            if let Err(message) = row {
+                report.invalid += 1;
+                if report.errors.len() < MAX_LISTED_ERRORS {
+                    report.errors.push(RowError { line, message });
+                }
+            }
+            true
+        })?;
+        Ok(report)
+    })
+    .await
+    .map_err(|e| ImportError::Unreadable(format!("import aborted: {e}")))?
+}
+
+pub async fn import_file(
+    store: &Store,
+    config: &Config,
+    list: &List,
+    path: &Path,
+    options: &ImportOptions,
+) -> Result<ImportReport, ImportError> {
+    let consent = options.consent.as_deref().map(str::trim).filter(|c| !c.is_empty());
+    if options.confirmed && consent.is_none() {
+        return Err(ImportError::ConsentRequired);
+    }
+    let mut report = validate(path).await?;
+    if report.invalid > 0 && !options.skip_invalid {
+        return Err(ImportError::InvalidRows(report));
+    }
+
+    // Second pass: a blocking reader feeds chunks of valid rows to the database.
+    let (tx, mut rx) = mpsc::channel::<Vec<ImportRow>>(2);
+    let reader_path = path.to_owned();
+    let reader = tokio::task::spawn_blocking(move || {
+        let mut chunk = Vec::with_capacity(CHUNK);
+        read_rows(&reader_path, |_, row| {
+            if let Ok(row) = row {
+                chunk.push(row);
+                if chunk.len() == CHUNK {
+                    return tx
+                        .blocking_send(std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK)))
+                        .is_ok();
+                }
+            }
+            true
+        })?;
+        if !chunk.is_empty() {
+            let _ = tx.blocking_send(chunk);
+        }
+        Ok::<_, ImportError>(())
+    });
+    let valid = report.rows - report.invalid;
+    while let Some(chunk) = rx.recv().await {
+        report.imported += match consent {
+            Some(consent) if options.confirmed => store.import_confirmed(list.id, &chunk, consent).await?,
+            _ => opt_in_each(store, config, list, &chunk, consent).await?,
+        };
+    }
+    reader
+        .await
+        .map_err(|e| ImportError::Unreadable(format!("import aborted: {e}")))??;
+    report.skipped = valid.saturating_sub(report.imported);
+    Ok(report)
+}
+
+/// Unconfirmed import: the signup path for each address that is neither unsubscribed from the
+/// list nor suppressed.
+async fn opt_in_each(
+    store: &Store,
+    config: &Config,
+    list: &List,
+    rows: &[ImportRow],
+    consent: Option<&str>,
+) -> Result<u64, StoreError> {
+    let origin = RequestOrigin {
+        ip: None,
+        user_agent: Some("bulletin import".into()),
+        page: consent.map(str::to_owned),
+    };
+    let lists = std::slice::from_ref(list);
+    let mut started = 0;
+    for row in rows {
+        let status = store.subscription_status(list.id, &row.email.key()).await?;
+        if status == Some(SubscriptionStatus::Unsubscribed) || !store.may_send_to(row.email.as_str(), false).await? {
+            continue;
+        }
+        match crate::signup::start_opt_in(store, config, &row.email, lists, &origin).await? {
+            SignupOutcome::AlreadyConfirmed => {}
+            SignupOutcome::ConfirmationQueued | SignupOutcome::Throttled => started += 1,
+        }
+    }
+    Ok(started)
+}

@@ -1,0 +1,77 @@
+//! Bulk import of confirmed subscribers: multi-row statements, one transaction per chunk.
+
+use sqlx::QueryBuilder;
+
+use super::{Result, Store, now, on_pool};
+use crate::domain::EmailAddress;
+
+/// Rows per statement: 5 bound values each stays far below SQLite's 32,766-variable limit.
+const ROWS_PER_STATEMENT: usize = 1_000;
+
+#[derive(Debug, Clone)]
+pub struct ImportRow {
+    pub line: u64,
+    pub email: EmailAddress,
+    pub name: Option<String>,
+}
+
+impl Store {
+    /// Imports `rows` into a list as confirmed, with `consent` as their consent record, in one
+    /// write transaction. New and pending subscriptions become confirmed; unsubscribed ones and
+    /// suppressed addresses are left alone. Returns how many subscriptions were imported.
+    pub async fn import_confirmed(&self, list_id: i64, rows: &[ImportRow], consent: &str) -> Result<u64> {
+        let now = now();
+        let mut imported = 0;
+        on_pool!(self, |pool, d| {
+            let mut tx = pool.begin_with(d.begin_write).await?;
+            for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+                let mut insert = QueryBuilder::new("INSERT INTO subscribers (email, email_key, name, created_at) ");
+                insert.push_values(chunk, |mut b, row| {
+                    b.push_bind(row.email.as_str())
+                        .push_bind(row.email.key())
+                        .push_bind(row.name.as_deref())
+                        .push_bind(now);
+                });
+                insert.push(" ON CONFLICT (email_key) DO NOTHING");
+                insert.build().execute(&mut *tx).await?;
+
+                // Subscriber ids of this chunk, minus suppressed addresses.
+                let mut select = QueryBuilder::new(
+                    "SELECT s.id FROM subscribers s WHERE NOT EXISTS
+                     (SELECT 1 FROM suppressions x WHERE x.email_key = s.email_key) AND s.email_key IN (",
+                );
+                let mut keys = select.separated(", ");
+                for row in chunk {
+                    keys.push_bind(row.email.key());
+                }
+                select.push(")");
+                let ids: Vec<i64> = select.build_query_scalar().fetch_all(&mut *tx).await?;
+                if ids.is_empty() {
+                    continue;
+                }
+
+                let mut subscribe = QueryBuilder::new(
+                    "INSERT INTO subscriptions (list_id, subscriber_id, status, created_at, consent_at, consent_note,
+                                                confirmed_at) ",
+                );
+                subscribe.push_values(&ids, |mut b, id| {
+                    b.push_bind(list_id)
+                        .push_bind(*id)
+                        .push_bind("confirmed")
+                        .push_bind(now)
+                        .push_bind(now)
+                        .push_bind(consent)
+                        .push_bind(now);
+                });
+                subscribe.push(
+                    " ON CONFLICT (list_id, subscriber_id) DO UPDATE SET status = 'confirmed',
+                      confirmed_at = excluded.confirmed_at, consent_note = excluded.consent_note
+                      WHERE subscriptions.status = 'pending'",
+                );
+                imported += subscribe.build().execute(&mut *tx).await?.rows_affected();
+            }
+            tx.commit().await?;
+        });
+        Ok(imported)
+    }
+}
