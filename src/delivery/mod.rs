@@ -27,7 +27,9 @@ pub const LEASE: Duration = Duration::from_secs(30);
 const RENEW_EVERY: Duration = Duration::from_secs(10);
 /// How often an idle worker looks for messages queued by other processes.
 const IDLE_POLL: Duration = Duration::from_millis(500);
-const BATCH: i64 = 20;
+const BATCH: i64 = 50;
+/// Accepted messages are recorded at least this often.
+pub const FLUSH_EVERY: Duration = Duration::from_millis(50);
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(3600);
 const MAX_SESSION_BACKOFF: Duration = Duration::from_secs(300);
 
@@ -89,6 +91,8 @@ impl Sender {
                 session: None,
                 session_backoff: None,
                 digests: HashMap::new(),
+                accepted: Vec::new(),
+                first_accepted_at: None,
             };
             workers.spawn(worker.run(shutdown.clone()));
         }
@@ -104,6 +108,10 @@ struct Worker {
     session_backoff: Option<Duration>,
     /// The shared parts of digests this worker is sending, rendered once per digest.
     digests: HashMap<i64, Arc<DigestParts>>,
+    /// Messages the SMTP server accepted, not yet recorded: written in one statement at least
+    /// every `FLUSH_EVERY`, so a crash can only re-send what was accepted just before it.
+    accepted: Vec<i64>,
+    first_accepted_at: Option<std::time::Instant>,
 }
 
 /// A claimed message of either queue.
@@ -169,10 +177,14 @@ impl Worker {
                         break;
                     }
                 }
+                if self.first_accepted_at.is_some_and(|t| t.elapsed() >= FLUSH_EVERY) {
+                    self.flush(queue).await;
+                }
                 if *shutdown.borrow() {
                     break;
                 }
             }
+            self.flush(queue).await;
             for job in rest {
                 self.release(job).await;
             }
@@ -228,6 +240,16 @@ impl Worker {
         if let Err(e) = self.sender.store.queue_release(job.queue(), job.id()).await {
             tracing::warn!(error = %e, id = job.id(), "sender: cannot release message (its lease will expire)");
         }
+    }
+
+    /// Records the accepted messages in one statement.
+    async fn flush(&mut self, queue: Queue) {
+        self.first_accepted_at = None;
+        if self.accepted.is_empty() {
+            return;
+        }
+        let ids = std::mem::take(&mut self.accepted);
+        record(self.sender.store.queue_sent(queue, &ids).await);
     }
 
     /// Marks the batch's digests done when nothing of them is left to send.
@@ -350,7 +372,8 @@ impl Worker {
                 if self.session_backoff.take().is_some() {
                     tracing::info!("sender: SMTP session restored");
                 }
-                record(store.queue_sent(queue, id).await);
+                self.accepted.push(id);
+                self.first_accepted_at.get_or_insert_with(std::time::Instant::now);
                 tracing::debug!(id, ?queue, "sent");
             }
             Err(SendError::Rejected(e)) => {

@@ -196,21 +196,25 @@ impl Store {
         Ok(())
     }
 
-    /// The SMTP server accepted the message.
-    pub async fn queue_sent(&self, queue: Queue, id: i64) -> Result<()> {
-        let sql = format!(
-            "UPDATE {} SET status = 'sent', sent_at = $1, attempts = attempts + 1, lease_until = NULL,
-                    last_error = NULL{}
-             WHERE id = $2",
-            queue.table(),
-            queue.finished_extra()
-        );
+    /// The SMTP server accepted these messages: one statement for the whole batch.
+    pub async fn queue_sent(&self, queue: Queue, ids: &[i64]) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let now = super::now();
         on_pool!(self, |pool, _d| {
-            sqlx::query(AssertSqlSafe(sql))
-                .bind(super::now())
-                .bind(id)
-                .execute(pool)
-                .await?;
+            let mut update = sqlx::QueryBuilder::new(format!(
+                "UPDATE {} SET status = 'sent', attempts = attempts + 1, lease_until = NULL, last_error = NULL{}, sent_at = ",
+                queue.table(),
+                queue.finished_extra()
+            ));
+            update.push_bind(now).push(" WHERE id IN (");
+            let mut list = update.separated(", ");
+            for id in ids {
+                list.push_bind(*id);
+            }
+            update.push(")");
+            update.build().execute(pool).await?;
         });
         Ok(())
     }

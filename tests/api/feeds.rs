@@ -449,7 +449,7 @@ async fn a_new_feed_is_polled_within_seconds(backend: Backend) {
     let server = FeedServer::start().await;
     app.create_list("daily", "Daily Briefing").await;
     add_feed(&app, "daily", &server.url("/fixtures/rss_2.0_spiegel.xml")).await;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
         let feeds = feeds_of(&app, "daily").await;
         if feeds[0]["items"].as_u64().unwrap_or(0) > 0 {
