@@ -4,6 +4,7 @@
 mod support;
 
 mod admin;
+mod digest_flow;
 mod feeds;
 mod import;
 mod optin;
