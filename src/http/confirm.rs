@@ -4,13 +4,12 @@ use askama::Template;
 use axum::Json;
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use super::AppState;
 use super::error::ApiError;
 use super::extract::{BodyKind, Format, Origin, RawBody, body_kind, parse_form, parse_json, query_param};
-use super::pages::MessagePage;
 use crate::domain::{ConfirmationToken, EmailAddress};
 use crate::store::{ConfirmOutcome, List};
 
@@ -69,10 +68,7 @@ impl IntoResponse for LinkProblem {
             message,
             resend_token: resend,
         };
-        match page.render() {
-            Ok(html) => (status, Html(html)).into_response(),
-            Err(e) => ApiError::from(e).into_html(),
-        }
+        super::pages::page(status, &page)
     }
 }
 
@@ -97,10 +93,7 @@ pub async fn confirm_page(State(state): State<AppState>, RawQuery(query): RawQue
         lists: &names(&lists),
         script: AUTO_SUBMIT_SCRIPT,
     };
-    match page.render() {
-        Ok(html) => Html(html).into_response(),
-        Err(e) => ApiError::from(e).into_html(),
-    }
+    super::pages::page(StatusCode::OK, &page)
 }
 
 #[derive(Deserialize, Default)]
@@ -178,15 +171,7 @@ pub async fn confirm(
         Format::Json => Json(serde_json::json!({"status": "subscribed", "lists": slugs})).into_response(),
         Format::Html => {
             let message = format!("You're subscribed to {}. Welcome!", names(&lists));
-            let page = MessagePage {
-                title: "You're subscribed",
-                message: &message,
-                show_signup_link: false,
-            };
-            match page.render() {
-                Ok(html) => Html(html).into_response(),
-                Err(e) => ApiError::from(e).into_html(),
-            }
+            super::pages::message(StatusCode::OK, "You're subscribed", &message, false)
         }
     }
 }
@@ -218,13 +203,10 @@ pub async fn resend(
     if let Err(e) = started {
         return e.into_html();
     }
-    let page = MessagePage {
-        title: "Check your inbox",
-        message: "We've sent you a new confirmation email.",
-        show_signup_link: false,
-    };
-    match page.render() {
-        Ok(html) => (StatusCode::ACCEPTED, Html(html)).into_response(),
-        Err(e) => ApiError::from(e).into_html(),
-    }
+    super::pages::message(
+        StatusCode::ACCEPTED,
+        "Check your inbox",
+        "We've sent you a new confirmation email.",
+        false,
+    )
 }

@@ -3,10 +3,9 @@
 //! JSON clients get `{"error": {"code", "message", "field"?}}`; pages get the same status with a
 //! readable page. Internal errors are logged and answered with a generic message.
 
-use askama::Template;
 use axum::Json;
 use axum::http::StatusCode;
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use crate::store::StoreError;
@@ -67,15 +66,8 @@ impl ApiError {
 
     /// The same error as a page, for browsers.
     pub fn into_html(self) -> Response {
-        let page = super::pages::MessagePage {
-            title: self.status.canonical_reason().unwrap_or("Error"),
-            message: &self.message,
-            show_signup_link: true,
-        };
-        match page.render() {
-            Ok(html) => (self.status, Html(html)).into_response(),
-            Err(e) => ApiError::internal(e).into_response(),
-        }
+        let title = self.status.canonical_reason().unwrap_or("Error");
+        super::pages::message(self.status, title, &self.message, true)
     }
 }
 

@@ -2,7 +2,7 @@
 
 use askama::Template;
 use axum::extract::State;
-use axum::http::header;
+use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 
 use super::AppState;
@@ -34,6 +34,26 @@ pub struct MessagePage<'a> {
     pub title: &'a str,
     pub message: &'a str,
     pub show_signup_link: bool,
+}
+
+/// A page with `status`. A template fault is a bug: a logged 500.
+pub fn page(status: StatusCode, template: &impl Template) -> Response {
+    match template.render() {
+        Ok(html) => (status, Html(html)).into_response(),
+        Err(e) => ApiError::internal(e).into_response(),
+    }
+}
+
+/// A short page: a title and one message.
+pub fn message(status: StatusCode, title: &str, message: &str, show_signup_link: bool) -> Response {
+    page(
+        status,
+        &MessagePage {
+            title,
+            message,
+            show_signup_link,
+        },
+    )
 }
 
 /// `GET /`: lists are read from the database on every request, so a list created by another

@@ -1,16 +1,15 @@
 //! `POST /subscriptions`: a reader signs up for one or several lists.
 
-use askama::Template;
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use super::AppState;
 use super::error::ApiError;
 use super::extract::{BodyKind, Format, Origin, RawBody, body_kind, parse_form, parse_json};
-use super::pages::{MessagePage, SignupPage};
+use super::pages::SignupPage;
 use crate::domain::EmailAddress;
 use crate::store::List;
 
@@ -46,17 +45,12 @@ pub async fn subscribe(
             Json(serde_json::json!({"status": "confirmation_sent"})),
         )
             .into_response(),
-        (Ok(()), Format::Html) => {
-            let page = MessagePage {
-                title: "Thank you for signing up",
-                message: "Thank you for signing up. We've sent you a confirmation email.",
-                show_signup_link: false,
-            };
-            match page.render() {
-                Ok(html) => (StatusCode::ACCEPTED, Html(html)).into_response(),
-                Err(e) => ApiError::from(e).into_html(),
-            }
-        }
+        (Ok(()), Format::Html) => super::pages::message(
+            StatusCode::ACCEPTED,
+            "Thank you for signing up",
+            "Thank you for signing up. We've sent you a confirmation email.",
+            false,
+        ),
         (Err(err), Format::Json) => err.into_response(),
         (Err(err), Format::Html) => form_with_error(&state, &request, err).await,
     }
@@ -154,8 +148,5 @@ async fn form_with_error(state: &AppState, request: &SignupRequest, err: ApiErro
         email_error: (field == Some("email")).then_some(err.message.as_str()),
         lists_error: (field == Some("lists")).then_some(err.message.as_str()),
     };
-    match page.render() {
-        Ok(html) => (err.status, Html(html)).into_response(),
-        Err(e) => ApiError::from(e).into_html(),
-    }
+    super::pages::page(err.status, &page)
 }

@@ -5,12 +5,11 @@ use askama::Template;
 use axum::Json;
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 
 use super::AppState;
 use super::error::ApiError;
 use super::extract::{Format, query_param};
-use super::pages::MessagePage;
 use crate::domain::UnsubscribeTokenError;
 use crate::store::SubscriptionStatus;
 
@@ -44,23 +43,21 @@ pub async fn unsubscribe_page(State(state): State<AppState>, RawQuery(query): Ra
         Ok(info) => info,
         Err(e) => return ApiError::from(e).into_html(),
     };
-    let page = match &info {
-        Some(info) if info.status != SubscriptionStatus::Unsubscribed => UnsubscribePage {
-            token: &raw,
-            list: &info.list.name,
-            email: &info.email,
-        }
-        .render(),
-        _ => MessagePage {
-            title: "You're unsubscribed",
-            message: "This address no longer receives this newsletter.",
-            show_signup_link: true,
-        }
-        .render(),
-    };
-    match page {
-        Ok(html) => Html(html).into_response(),
-        Err(e) => ApiError::from(e).into_html(),
+    match &info {
+        Some(info) if info.status != SubscriptionStatus::Unsubscribed => super::pages::page(
+            StatusCode::OK,
+            &UnsubscribePage {
+                token: &raw,
+                list: &info.list.name,
+                email: &info.email,
+            },
+        ),
+        _ => super::pages::message(
+            StatusCode::OK,
+            "You're unsubscribed",
+            "This address no longer receives this newsletter.",
+            true,
+        ),
     }
 }
 
@@ -94,15 +91,7 @@ pub async fn unsubscribe(State(state): State<AppState>, headers: HeaderMap, RawQ
                 ),
                 None => "You're unsubscribed. You won't receive this newsletter anymore.".to_owned(),
             };
-            let page = MessagePage {
-                title: "You're unsubscribed",
-                message: &message,
-                show_signup_link: true,
-            };
-            match page.render() {
-                Ok(html) => Html(html).into_response(),
-                Err(e) => ApiError::from(e).into_html(),
-            }
+            super::pages::message(StatusCode::OK, "You're unsubscribed", &message, true)
         }
     }
 }

@@ -335,21 +335,19 @@ impl Store {
     ) -> Result<Vec<Delivery>> {
         let now = now();
         on_pool!(self, |pool, d| {
-            let mut rows = sqlx::query_as::<_, Delivery>(AssertSqlSafe(format!(
-                "UPDATE deliveries SET lease_until = $1, leased_by = $2
-                 WHERE id IN (SELECT id FROM deliveries
-                              WHERE status = 'queued' AND next_attempt_at <= $3
-                                AND (lease_until IS NULL OR lease_until < $3)
-                              ORDER BY next_attempt_at, id LIMIT $4 {})
-                 RETURNING id, digest_id, subscription_id, recipient, attempts",
-                d.skip_locked
-            )))
-            .bind(lease_until)
-            .bind(worker)
-            .bind(now)
-            .bind(limit)
-            .fetch_all(pool)
-            .await?;
+            let sql = d.claim(
+                "deliveries",
+                "status = 'queued' AND next_attempt_at <= $3",
+                "next_attempt_at, id",
+                "id, digest_id, subscription_id, recipient, attempts",
+            );
+            let mut rows = sqlx::query_as::<_, Delivery>(AssertSqlSafe(sql))
+                .bind(lease_until)
+                .bind(worker)
+                .bind(now)
+                .bind(limit)
+                .fetch_all(pool)
+                .await?;
             rows.sort_by_key(|r| r.id);
             Ok(rows)
         })

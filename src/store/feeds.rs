@@ -122,21 +122,14 @@ impl Store {
     pub async fn claim_due_feeds(&self, worker: &str, lease_until: DateTime<Utc>, limit: i64) -> Result<Vec<Feed>> {
         let now = now();
         let ids: Vec<i64> = on_pool!(self, |pool, d| {
-            sqlx::query_scalar(AssertSqlSafe(format!(
-                "UPDATE feeds SET lease_until = $1, leased_by = $2
-                 WHERE id IN (SELECT id FROM feeds
-                              WHERE kind = 'poll' AND next_poll_at <= $3
-                                AND (lease_until IS NULL OR lease_until < $3)
-                              ORDER BY next_poll_at LIMIT $4 {})
-                 RETURNING id",
-                d.skip_locked
-            )))
-            .bind(lease_until)
-            .bind(worker)
-            .bind(now)
-            .bind(limit)
-            .fetch_all(pool)
-            .await?
+            let sql = d.claim("feeds", "kind = 'poll' AND next_poll_at <= $3", "next_poll_at", "id");
+            sqlx::query_scalar(AssertSqlSafe(sql))
+                .bind(lease_until)
+                .bind(worker)
+                .bind(now)
+                .bind(limit)
+                .fetch_all(pool)
+                .await?
         });
         let mut feeds = Vec::with_capacity(ids.len());
         for id in ids {

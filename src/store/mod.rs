@@ -64,6 +64,21 @@ pub(crate) struct Dialect {
     pub skip_locked: &'static str,
 }
 
+impl Dialect {
+    /// The statement that leases up to `$4` rows of `table` matching `due` (where `$3` is now),
+    /// whose lease is free or lapsed, to worker `$2` until `$1`. One statement, so on SQLite it
+    /// is atomic without `SKIP LOCKED`.
+    pub fn claim(&self, table: &str, due: &str, order: &str, returning: &str) -> String {
+        format!(
+            "UPDATE {table} SET lease_until = $1, leased_by = $2
+             WHERE id IN (SELECT id FROM {table} WHERE {due} AND (lease_until IS NULL OR lease_until < $3)
+                          ORDER BY {order} LIMIT $4 {})
+             RETURNING {returning}",
+            self.skip_locked
+        )
+    }
+}
+
 pub(crate) const SQLITE: Dialect = Dialect {
     begin_write: "BEGIN IMMEDIATE",
     skip_locked: "",

@@ -46,10 +46,10 @@ impl OutboxMessage {
 /// Inserts one outbox row through any executor of either backend (a transaction, usually).
 macro_rules! insert_outbox {
     ($executor:expr, $msg:expr, $now:expr) => {
-        sqlx::query(
+        sqlx::query_scalar::<_, i64>(
             "INSERT INTO outbox (kind, priority, recipient, subject, text_body, html_body, headers,
                                  subscription_id, next_attempt_at, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9) RETURNING id",
         )
         .bind($msg.kind)
         .bind($msg.priority)
@@ -60,7 +60,7 @@ macro_rules! insert_outbox {
         .bind(serde_json::to_string(&$msg.headers).unwrap_or_else(|_| "[]".into()))
         .bind($msg.subscription_id)
         .bind($now)
-        .execute($executor)
+        .fetch_one($executor)
         .await
     };
 }
@@ -81,24 +81,7 @@ impl Store {
     /// Queues `msg` on its own; returns its id.
     pub async fn enqueue(&self, msg: &NewOutboxMessage) -> Result<i64> {
         let now = super::now();
-        on_pool!(self, |pool, _d| {
-            Ok(sqlx::query_scalar(
-                "INSERT INTO outbox (kind, priority, recipient, subject, text_body, html_body, headers,
-                                     subscription_id, next_attempt_at, created_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9) RETURNING id",
-            )
-            .bind(msg.kind)
-            .bind(msg.priority)
-            .bind(&msg.recipient)
-            .bind(&msg.subject)
-            .bind(&msg.text_body)
-            .bind(&msg.html_body)
-            .bind(serde_json::to_string(&msg.headers).unwrap_or_else(|_| "[]".into()))
-            .bind(msg.subscription_id)
-            .bind(now)
-            .fetch_one(pool)
-            .await?)
-        })
+        on_pool!(self, |pool, _d| Ok(insert_outbox!(pool, msg, now)?))
     }
 
     /// An outbox message's status and last error.
@@ -122,15 +105,11 @@ impl Store {
     ) -> Result<Vec<OutboxMessage>> {
         let now = super::now();
         on_pool!(self, |pool, d| {
-            let sql = format!(
-                "UPDATE outbox SET lease_until = $1, leased_by = $2
-                 WHERE id IN (SELECT id FROM outbox
-                              WHERE status = 'queued' AND next_attempt_at <= $3
-                                AND (lease_until IS NULL OR lease_until < $3)
-                              ORDER BY priority, next_attempt_at, id LIMIT $4 {})
-                 RETURNING id, kind, recipient, subject, text_body, html_body, headers, attempts,
-                           priority, subscription_id",
-                d.skip_locked
+            let sql = d.claim(
+                "outbox",
+                "status = 'queued' AND next_attempt_at <= $3",
+                "priority, next_attempt_at, id",
+                "id, kind, recipient, subject, text_body, html_body, headers, attempts, priority, subscription_id",
             );
             let mut rows = sqlx::query_as::<_, OutboxMessage>(AssertSqlSafe(sql))
                 .bind(lease_until)

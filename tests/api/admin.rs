@@ -262,17 +262,7 @@ async fn cli_creates_and_shows_lists_next_to_a_running_server(backend: Backend) 
     let Some(app) = TestApp::spawn(backend).await else {
         return;
     };
-    let bulletin = |args: &[&str]| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_bulletin"))
-            .args(args)
-            .env_clear()
-            .env("DATABASE_URL", app.db.url())
-            .env("RUST_LOG", "warn")
-            .current_dir(std::env::temp_dir())
-            .output()
-            .expect("run bulletin")
-    };
-    let out = bulletin(&[
+    let out = app.cli(&[
         "lists",
         "create",
         "weekly",
@@ -287,17 +277,17 @@ async fn cli_creates_and_shows_lists_next_to_a_running_server(backend: Backend) 
     assert!(page.contains("Weekly Explainer") && page.contains("Sundays"));
 
     app.signup_json("cli@news.example", &["weekly"]).await;
-    let out = bulletin(&["lists"]);
+    let out = app.cli(&["lists"]);
     assert!(out.status.success());
     let table = String::from_utf8_lossy(&out.stdout);
     let row = table.lines().find(|l| l.starts_with("weekly")).expect(&table);
     let cells: Vec<&str> = row.split_whitespace().collect();
     assert_eq!(&cells[..4], ["weekly", "1", "0", "0"], "{table}");
 
-    let out = bulletin(&["lists", "create", "weekly", "--name", "Again"]);
+    let out = app.cli(&["lists", "create", "weekly", "--name", "Again"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("already exists"));
-    let out = bulletin(&["lists", "create", "Bad Slug", "--name", "X"]);
+    let out = app.cli(&["lists", "create", "Bad Slug", "--name", "X"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("slug"));
 }

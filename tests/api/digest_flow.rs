@@ -375,20 +375,7 @@ async fn cli_sends_a_digest_with_progress(backend: Backend) {
     let readers: Vec<String> = (0..5).map(|n| format!("cli{n}@news.example")).collect();
     confirmed_readers(&app, &readers.iter().map(String::as_str).collect::<Vec<_>>()).await;
     push_items(&app, &[("a", "Story A", 10)]).await;
-    let bulletin = |args: &[&str]| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_bulletin"))
-            .args(args)
-            .env_clear()
-            .env("DATABASE_URL", app.db.url())
-            .env("BULLETIN_SMTP_URL", app.smtp.url())
-            .env("BULLETIN_PUBLIC_URL", &app.base)
-            .env("BULLETIN_FROM", "Newsroom <news@bulletin.test>")
-            .env("RUST_LOG", "error")
-            .current_dir(std::env::temp_dir())
-            .output()
-            .expect("run bulletin")
-    };
-    let out = bulletin(&["digest", "send", "daily", "--dry-run"]);
+    let out = app.cli(&["digest", "send", "daily", "--dry-run"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(
@@ -405,13 +392,13 @@ async fn cli_sends_a_digest_with_progress(backend: Backend) {
         .unwrap();
     assert!(listed.is_empty(), "a dry run queues nothing");
 
-    let out = bulletin(&["digest", "preview", "daily", "--text"]);
+    let out = app.cli(&["digest", "preview", "daily", "--text"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("Story A"));
-    let out = bulletin(&["digest", "test", "daily", "desk@news.example"]);
+    let out = app.cli(&["digest", "test", "daily", "desk@news.example"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(app.smtp.messages_to("desk@news.example").len(), 1);
 
-    let out = bulletin(&["digest", "send", "daily"]);
+    let out = app.cli(&["digest", "send", "daily"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("done") && stdout.contains("sent 5"), "{stdout}");
@@ -422,11 +409,11 @@ async fn cli_sends_a_digest_with_progress(backend: Backend) {
             "{reader} once (the CLI and the running app share the queue)"
         );
     }
-    let out = bulletin(&["digest", "status"]);
+    let out = app.cli(&["digest", "status"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("done"));
-    let out = bulletin(&["digest", "send", "nope"]);
+    let out = app.cli(&["digest", "send", "nope"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("nope"));
-    let out = bulletin(&["digest", "send", "daily"]);
+    let out = app.cli(&["digest", "send", "daily"]);
     assert_eq!(out.status.code(), Some(1), "nothing left to send");
 }

@@ -468,26 +468,16 @@ async fn cli_adds_polls_and_lists_feeds(backend: Backend) {
     };
     let server = FeedServer::start().await;
     app.create_list("daily", "Daily Briefing").await;
-    let bulletin = |args: &[&str]| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_bulletin"))
-            .args(args)
-            .env_clear()
-            .env("DATABASE_URL", app.db.url())
-            .env("RUST_LOG", "error")
-            .current_dir(std::env::temp_dir())
-            .output()
-            .expect("run bulletin")
-    };
     let good = server.url("/fixtures/rss_2.0_nbcny.xml");
-    let out = bulletin(&["feeds", "add", "daily", &good, "--every", "15m"]);
+    let out = app.cli(&["feeds", "add", "daily", &good, "--every", "15m"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("new"), "{stdout}");
     let bad = server.url("/broken");
-    let out = bulletin(&["feeds", "add", "daily", &bad]);
+    let out = app.cli(&["feeds", "add", "daily", &bad]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("500"));
-    let out = bulletin(&["feeds"]);
+    let out = app.cli(&["feeds"]);
     assert!(out.status.success());
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -495,12 +485,12 @@ async fn cli_adds_polls_and_lists_feeds(backend: Backend) {
         "{table}"
     );
     assert!(table.contains("error: HTTP 500"), "{table}");
-    let out = bulletin(&["feeds", "poll", "daily"]);
+    let out = app.cli(&["feeds", "poll", "daily"]);
     assert_eq!(out.status.code(), Some(1), "one feed fails");
     assert!(String::from_utf8_lossy(&out.stdout).contains("0 new"));
-    let out = bulletin(&["feeds", "add", "daily", "gopher://x"]);
+    let out = app.cli(&["feeds", "add", "daily", "gopher://x"]);
     assert_eq!(out.status.code(), Some(1));
-    let out = bulletin(&["feeds", "add", "nope", &good]);
+    let out = app.cli(&["feeds", "add", "nope", &good]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no list"));
     // The API sees what the CLI did.

@@ -187,17 +187,7 @@ async fn cli_imports_a_file(backend: Backend) {
     .unwrap();
     let bad = dir.path().join("bad.csv");
     std::fs::write(&bad, "email\nok@news.example\nbroken\n").unwrap();
-    let bulletin = |args: &[&str]| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_bulletin"))
-            .args(args)
-            .env_clear()
-            .env("DATABASE_URL", app.db.url())
-            .env("RUST_LOG", "error")
-            .current_dir(std::env::temp_dir())
-            .output()
-            .expect("run bulletin")
-    };
-    let out = bulletin(&[
+    let out = app.cli(&[
         "subscribers",
         "import",
         "daily",
@@ -208,7 +198,7 @@ async fn cli_imports_a_file(backend: Backend) {
     ]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("Imported 500 of 500"));
-    let out = bulletin(&[
+    let out = app.cli(&[
         "subscribers",
         "import",
         "daily",
@@ -223,7 +213,7 @@ async fn cli_imports_a_file(backend: Backend) {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let out = bulletin(&["subscribers", "import", "daily", good.to_str().unwrap(), "--confirmed"]);
+    let out = app.cli(&["subscribers", "import", "daily", good.to_str().unwrap(), "--confirmed"]);
     assert_eq!(out.status.code(), Some(1), "consent required");
     assert_eq!(app.subscribers("daily").await.len(), 500);
 }

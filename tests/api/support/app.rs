@@ -291,6 +291,21 @@ impl TestApp {
         .expect(sql)
     }
 
+    /// Runs the `bulletin` command line on this app's database, SMTP server and public URL.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        std::process::Command::new(env!("CARGO_BIN_EXE_bulletin"))
+            .args(args)
+            .env_clear()
+            .env("DATABASE_URL", self.db.url())
+            .env("BULLETIN_SMTP_URL", self.smtp.url())
+            .env("BULLETIN_PUBLIC_URL", &self.base)
+            .env("BULLETIN_FROM", "Newsroom <news@bulletin.test>")
+            .env("RUST_LOG", "error")
+            .current_dir(std::env::temp_dir())
+            .output()
+            .expect("run bulletin")
+    }
+
     /// The key of signed links, as the app keeps it.
     pub async fn secret(&self) -> Vec<u8> {
         self.store
