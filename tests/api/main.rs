@@ -8,6 +8,7 @@ mod digest_flow;
 mod feeds;
 mod import;
 mod optin;
+mod scale;
 mod sender;
 mod signup;
 mod smtp_selfcheck;

@@ -369,7 +369,7 @@ impl ChildApp {
             .env("BULLETIN_ADMIN_TOKEN", ADMIN_TOKEN)
             .env("BULLETIN_FROM", "Newsroom <news@bulletin.test>")
             .env("BULLETIN_RETRY_BASE", "1s")
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", "error")
             .current_dir(std::env::temp_dir())
             .stdout(std::process::Stdio::null());
         for (k, v) in extra {

@@ -341,6 +341,33 @@ impl SmtpServer {
         self.shared.messages.borrow().clone()
     }
 
+    /// How many messages are stored (without copying them).
+    pub fn count(&self) -> usize {
+        self.shared.messages.borrow().len()
+    }
+
+    /// Messages per envelope recipient (lowercased), without copying them.
+    pub fn recipient_counts(&self) -> std::collections::HashMap<String, usize> {
+        let mut counts = std::collections::HashMap::new();
+        for message in self.shared.messages.borrow().iter() {
+            for rcpt in &message.rcpt_to {
+                *counts.entry(rcpt.to_lowercase()).or_insert(0) += 1;
+            }
+        }
+        counts
+    }
+
+    /// Waits until at least `n` messages are stored, without copying them.
+    pub async fn wait_for_at_least(&self, n: usize, timeout: Duration) {
+        let mut rx = self.shared.messages.subscribe();
+        let reached = tokio::time::timeout(timeout, rx.wait_for(|m| m.len() >= n)).await;
+        assert!(
+            matches!(reached, Ok(Ok(_))),
+            "SMTP test server: {} of {n} messages within {timeout:?}",
+            self.count()
+        );
+    }
+
     /// Messages whose envelope recipients include `addr` (case-insensitive).
     pub fn messages_to(&self, addr: &str) -> Vec<Received> {
         self.shared
