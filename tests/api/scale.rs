@@ -115,3 +115,55 @@ async fn two_servers_share_one_digest_on_postgres() {
     assert!(by_process >= 2, "both processes sent ({by_process} connections)");
     drop((first, second));
 }
+
+on_both_backends!(a_digest_survives_smtp_faults);
+
+async fn a_digest_survives_smtp_faults(backend: Backend) {
+    use crate::support::app::TestApp;
+    let Some(app) = TestApp::spawn_with(backend, &[("BULLETIN_SMTP_POOL", "2")]).await else {
+        return;
+    };
+    let total = 30;
+    app.smtp.reject_rcpt("reader3@news.example", 451, Some(1));
+    app.smtp.reject_rcpt("reader7@news.example", 451, Some(2));
+    app.smtp.reject_rcpt("reader11@news.example", 550, None);
+    app.smtp.drop_connection_after_data(Some(2));
+    app.smtp.stall(Duration::from_millis(5));
+    let digest = queue_digest(&app.base, total).await;
+    // Mid-send, the server goes away for a while: open sessions are cut and new ones get 421.
+    app.smtp.wait_for_at_least(10, Duration::from_secs(30)).await;
+    let before = app.smtp.connections();
+    app.smtp.greeting(421);
+    app.smtp.set_down(true);
+    app.smtp.set_down(false);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while app.smtp.connections() < before + 2 {
+        assert!(std::time::Instant::now() < deadline, "the sender never met the outage");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    app.smtp.greeting(220);
+    let done = wait_done(&app.base, &digest["id"], Duration::from_secs(120)).await;
+    assert_eq!(
+        (done["sent"].as_u64(), done["failed"].as_u64()),
+        (Some(total as u64 - 1), Some(1)),
+        "{done}"
+    );
+    let counts = app.smtp.recipient_counts();
+    for i in (0..total).filter(|i| *i != 11) {
+        assert!(
+            counts.contains_key(&format!("reader{i}@news.example")),
+            "reader{i} served"
+        );
+    }
+    // A session cut mid-DATA can lose the server's reply to a message it stored: that message
+    // (one per connection at most) is sent again. Nothing else is duplicated.
+    let duplicates: usize = counts.values().map(|c| c - 1).sum();
+    assert!(duplicates <= 2, "{duplicates} duplicates with 2 connections");
+    assert!(!counts.contains_key("reader11@news.example"));
+    let suppressed = app
+        .admin(reqwest::Method::GET, "/api/suppressions/reader11@news.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(suppressed.status(), 200, "the 550 is recorded and suppressed");
+}
