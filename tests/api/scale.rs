@@ -167,3 +167,41 @@ async fn a_digest_survives_smtp_faults(backend: Backend) {
         .unwrap();
     assert_eq!(suppressed.status(), 200, "the 550 is recorded and suppressed");
 }
+
+on_both_backends!(a_100k_digest_is_delivered_with_flat_memory);
+
+/// Peak resident memory of a process, from /proc (Linux).
+fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+async fn a_100k_digest_is_delivered_with_flat_memory(backend: Backend) {
+    let Some(db) = TestDb::create(backend).await else {
+        return;
+    };
+    let smtp = SmtpServer::start().await;
+    smtp.keep_envelopes_only();
+    let app = ChildApp::serve(&db, &smtp, &[]).await;
+    let total = 100_000;
+    let started = std::time::Instant::now();
+    let digest = queue_digest(&app.base, total).await;
+    let queued = started.elapsed();
+    let done = wait_done(&app.base, &digest["id"], Duration::from_secs(900)).await;
+    let elapsed = started.elapsed();
+    assert_eq!(done["sent"], total as u64, "{done}");
+    assert_eq!(smtp.recipient_counts().len(), total);
+    // Recorded, not asserted: speed and memory targets live in BENCHMARKS.md.
+    let report = format!(
+        "100,000-recipient digest ({backend:?}, debug build): import and queue {:.1} s, total {:.1} s, \
+         server peak RSS {} KiB\n",
+        queued.as_secs_f64(),
+        elapsed.as_secs_f64(),
+        peak_rss_kib(app.child.id()).map_or("?".to_owned(), |k| k.to_string())
+    );
+    eprint!("{report}");
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("reports");
+    let _ = std::fs::create_dir_all(&dir);
+    let _ = std::fs::write(dir.join(format!("digest-100k-{backend:?}.txt")), report);
+}

@@ -217,6 +217,8 @@ fn set_rule(rules: &mut Vec<Rule>, addr: &str, code: u16, times: Option<usize>) 
 #[derive(Debug, Default)]
 struct State {
     faults: Faults,
+    /// Keep only envelopes (for very large sends).
+    envelopes_only: bool,
     connections: usize,
     rejected: Vec<(String, u16)>,
 }
@@ -495,6 +497,11 @@ impl SmtpServer {
 
     /// Clears every injected fault and brings the server back up if it was down.
     /// Counters and stored messages are kept.
+    /// Stores only the envelope of each message from now on (for sends too large to keep).
+    pub fn keep_envelopes_only(&self) {
+        self.shared.state().envelopes_only = true;
+    }
+
     pub fn reset_faults(&self) {
         self.shared.state().faults = Faults::default();
         self.set_down(false);
@@ -803,6 +810,11 @@ impl Session {
         }
 
         let mut queue_id = 0;
+        let data = if self.shared.state().envelopes_only {
+            Vec::new()
+        } else {
+            data
+        };
         self.shared.messages.send_modify(|msgs| {
             msgs.push(Received {
                 mail_from,
