@@ -67,6 +67,7 @@ pub fn build_sender(config: &Config, store: &Store, links: &Links, wake: Arc<Not
         workers: config.smtp_pool,
         retry_base: config.retry_base,
         max_attempts: config.max_attempts,
+        send_rate: config.send_rate,
     };
     Ok(Sender::new(
         store.clone(),

@@ -26,6 +26,8 @@ pub struct Config {
     pub timezone: chrono_tz::Tz,
     /// The sender's postal address, shown in every digest's footer.
     pub postal_address: Option<String>,
+    /// Messages per second per process, if limited.
+    pub send_rate: Option<f64>,
 }
 
 /// A variable that cannot be used, named with its problem: start-up prints it and exits with 2.
@@ -143,6 +145,17 @@ impl Config {
                 )
             })?;
         let postal_address = var("BULLETIN_POSTAL_ADDRESS");
+        let send_rate = var("BULLETIN_SEND_RATE")
+            .map(|v| v.parse::<f64>().ok().filter(|r| r.is_finite() && *r > 0.0))
+            .map(|r| {
+                r.ok_or_else(|| {
+                    err(
+                        "BULLETIN_SEND_RATE",
+                        "must be a number of messages per second above 0".into(),
+                    )
+                })
+            })
+            .transpose()?;
         if postal_address
             .as_deref()
             .is_some_and(|a| a.chars().any(|c| c.is_control() && c != '\n'))
@@ -168,6 +181,7 @@ impl Config {
             smtp_pool,
             timezone,
             postal_address,
+            send_rate,
         })
     }
 
@@ -219,6 +233,7 @@ mod tests {
             ("BULLETIN_CONFIRM_TTL", "soon"),
             ("BULLETIN_MAX_ATTEMPTS", "0"),
             ("BULLETIN_TIMEZONE", "Mars/Olympus"),
+            ("BULLETIN_SEND_RATE", "-3"),
         ] {
             let e = cfg(&[(var, value)])
                 .err()

@@ -46,6 +46,34 @@ pub struct SenderConfig {
     pub workers: usize,
     pub retry_base: Duration,
     pub max_attempts: u32,
+    /// Messages per second for the whole process (all workers), if limited.
+    pub send_rate: Option<f64>,
+}
+
+/// Spaces sends evenly so the process stays under a rate, whatever the number of workers.
+pub struct RateLimit {
+    interval: Duration,
+    next: tokio::sync::Mutex<tokio::time::Instant>,
+}
+
+impl RateLimit {
+    pub fn per_second(rate: f64) -> Self {
+        Self {
+            interval: Duration::from_secs_f64(1.0 / rate),
+            next: tokio::sync::Mutex::new(tokio::time::Instant::now()),
+        }
+    }
+
+    /// Waits for this message's slot.
+    pub async fn wait(&self) {
+        let slot = {
+            let mut next = self.next.lock().await;
+            let slot = (*next).max(tokio::time::Instant::now());
+            *next = slot + self.interval;
+            slot
+        };
+        tokio::time::sleep_until(slot).await;
+    }
 }
 
 #[derive(Clone)]
@@ -58,6 +86,7 @@ pub struct Sender {
     wake: Arc<Notify>,
     /// Identifies this process's leases.
     instance: String,
+    rate: Option<Arc<RateLimit>>,
 }
 
 impl Sender {
@@ -70,7 +99,9 @@ impl Sender {
         wake: Arc<Notify>,
     ) -> Self {
         let instance = format!("{}-{:08x}", std::process::id(), rand::random::<u32>());
+        let rate = config.send_rate.map(|r| Arc::new(RateLimit::per_second(r)));
         Self {
+            rate,
             store,
             composer,
             links,
@@ -363,6 +394,9 @@ impl Worker {
             Job::Delivery(_) => "digest",
         };
         let name = format!("{id:010}-{kind}");
+        if let Some(rate) = &self.sender.rate {
+            rate.wait().await;
+        }
         let result = match self.sender.transport.clone() {
             Transport::Files(dir) => write_eml(&dir, &name, &raw).await.map(|_| ()),
             Transport::Smtp(settings) => self.send_smtp(settings, &envelope, &raw).await,
@@ -501,6 +535,24 @@ async fn wait(shutdown: &mut watch::Receiver<bool>, d: Duration, wake: Option<&N
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn rate_limit_spaces_sends_across_workers() {
+        let limit = Arc::new(RateLimit::per_second(10.0));
+        let start = tokio::time::Instant::now();
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..4 {
+            let limit = limit.clone();
+            tasks.spawn(async move {
+                for _ in 0..5 {
+                    limit.wait().await;
+                }
+            });
+        }
+        while tasks.join_next().await.is_some() {}
+        // 20 sends at 10/s: the last one waits 1.9 s (virtual time).
+        assert_eq!(start.elapsed(), Duration::from_millis(1900));
+    }
 
     #[test]
     fn retry_delays_grow_and_stay_capped() {
