@@ -62,7 +62,11 @@ pub fn build_sender(config: &Config, store: &Store, links: &Links, wake: Arc<Not
         })?),
         None => Transport::Files(config.outbox_dir.clone()),
     };
-    let composer = Composer::new(config.from.clone(), links.keyed(b"message-id")[..16].to_owned());
+    let composer = Composer::new(
+        config.from.clone(),
+        config.return_path.clone(),
+        links.keyed(b"message-id")[..16].to_owned(),
+    );
     let sender_config = SenderConfig {
         workers: config.smtp_pool,
         retry_base: config.retry_base,

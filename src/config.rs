@@ -28,6 +28,8 @@ pub struct Config {
     pub postal_address: Option<String>,
     /// Messages per second per process, if limited.
     pub send_rate: Option<f64>,
+    /// Envelope sender (MAIL FROM) where bounces go, if not the From address.
+    pub return_path: Option<lettre::Address>,
 }
 
 /// A variable that cannot be used, named with its problem: start-up prints it and exits with 2.
@@ -144,6 +146,12 @@ impl Config {
                     "not an IANA time zone name like Europe/Berlin or UTC".into(),
                 )
             })?;
+        let return_path = var("BULLETIN_RETURN_PATH")
+            .map(|v| {
+                v.parse::<lettre::Address>()
+                    .map_err(|e| err("BULLETIN_RETURN_PATH", format!("not an address: {e}")))
+            })
+            .transpose()?;
         let postal_address = var("BULLETIN_POSTAL_ADDRESS");
         let send_rate = var("BULLETIN_SEND_RATE")
             .map(|v| v.parse::<f64>().ok().filter(|r| r.is_finite() && *r > 0.0))
@@ -182,6 +190,7 @@ impl Config {
             timezone,
             postal_address,
             send_rate,
+            return_path,
         })
     }
 
@@ -234,6 +243,7 @@ mod tests {
             ("BULLETIN_MAX_ATTEMPTS", "0"),
             ("BULLETIN_TIMEZONE", "Mars/Olympus"),
             ("BULLETIN_SEND_RATE", "-3"),
+            ("BULLETIN_RETURN_PATH", "bounces at example"),
         ] {
             let e = cfg(&[(var, value)])
                 .err()

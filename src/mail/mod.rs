@@ -138,13 +138,19 @@ pub fn confirmation_email(recipient: &str, lists: &[&List], link: &str, ttl: Dur
 #[derive(Clone)]
 pub struct Composer {
     from: Mailbox,
+    /// The envelope sender (MAIL FROM), where bounces go; `None`: the From address.
+    return_path: Option<lettre::Address>,
     /// Makes Message-IDs of this installation unique: `<id.tag@domain>`.
     message_id_tag: String,
 }
 
 impl Composer {
-    pub fn new(from: Mailbox, message_id_tag: String) -> Self {
-        Self { from, message_id_tag }
+    pub fn new(from: Mailbox, return_path: Option<lettre::Address>, message_id_tag: String) -> Self {
+        Self {
+            from,
+            return_path,
+            message_id_tag,
+        }
     }
 
     /// Message-ID derived from the outbox id, so a re-send after a crash carries the same one.
@@ -182,7 +188,12 @@ impl Composer {
                 parts.html.clone(),
             ))
             .map_err(|e| format!("cannot build message: {e}"))?;
-        Ok((message.envelope().clone(), message.formatted()))
+        let envelope = match &self.return_path {
+            Some(sender) => Envelope::new(Some(sender.clone()), message.envelope().to().to_vec())
+                .map_err(|e| format!("cannot build the envelope: {e}"))?,
+            None => message.envelope().clone(),
+        };
+        Ok((envelope, message.formatted()))
     }
 }
 

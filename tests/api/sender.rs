@@ -325,3 +325,25 @@ async fn confirmations_go_first(backend: Backend) {
     let order: Vec<String> = all.iter().map(|m| m.subject().unwrap_or_default()).collect();
     assert_eq!(order, ["confirmation for c@news.example", "welcome for w@news.example"]);
 }
+
+on_both_backends!(return_path_sets_the_envelope_sender);
+
+async fn return_path_sets_the_envelope_sender(backend: Backend) {
+    for (return_path, expected) in [
+        (None, "news@bulletin.test"),
+        (Some("bounces@bulletin.test"), "bounces@bulletin.test"),
+    ] {
+        let vars: Vec<(&str, &str)> = return_path.map(|r| ("BULLETIN_RETURN_PATH", r)).into_iter().collect();
+        let Some(app) = TestApp::spawn_with(backend, &vars).await else {
+            return;
+        };
+        app.create_list("daily", "Daily Briefing").await;
+        app.signup_json("reader@news.example", &["daily"]).await;
+        let mail = app.smtp.wait_for_count(1, MAIL_WAIT).await.remove(0);
+        assert_eq!(mail.mail_from, expected);
+        assert!(
+            mail.header("From").unwrap().contains("news@bulletin.test"),
+            "From stays the configured sender"
+        );
+    }
+}
