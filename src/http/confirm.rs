@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use super::AppState;
 use super::error::ApiError;
-use super::extract::{BodyKind, Format, Origin, RawBody, body_kind, parse_form, parse_json, query_param};
+use super::extract::{Format, Origin, RawBody, parse_body, query_param};
 use crate::domain::{ConfirmationToken, EmailAddress};
 use crate::store::{ConfirmOutcome, List};
 
@@ -102,12 +102,8 @@ struct TokenForm {
     token: String,
 }
 
-async fn token_from_body(headers: &HeaderMap, body: Result<RawBody, ApiError>) -> Result<TokenForm, ApiError> {
-    let RawBody(bytes) = body?;
-    match body_kind(headers)? {
-        BodyKind::Json => parse_json(&bytes),
-        BodyKind::Form => parse_form(&bytes),
-    }
+fn token_from_body(headers: &HeaderMap, body: Result<RawBody, ApiError>) -> Result<TokenForm, ApiError> {
+    parse_body(headers, &body?.0)
 }
 
 /// `POST /subscriptions/confirm` (form field `token`): confirms every list of that signup.
@@ -118,7 +114,7 @@ pub async fn confirm(
     body: Result<RawBody, ApiError>,
 ) -> Response {
     let format = Format::of(&headers);
-    let form = match token_from_body(&headers, body).await {
+    let form = match token_from_body(&headers, body) {
         Ok(form) => form,
         Err(e) if format == Format::Json => return e.into_response(),
         Err(e) => return e.into_html(),
@@ -184,7 +180,7 @@ pub async fn resend(
     headers: HeaderMap,
     body: Result<RawBody, ApiError>,
 ) -> Response {
-    let form = match token_from_body(&headers, body).await {
+    let form = match token_from_body(&headers, body) {
         Ok(form) => form,
         Err(e) => return e.into_html(),
     };

@@ -87,6 +87,14 @@ impl<S: Send + Sync> FromRequest<S> for RawBody {
     }
 }
 
+/// A form or JSON body, by its content type.
+pub fn parse_body<T: DeserializeOwned>(headers: &HeaderMap, bytes: &[u8]) -> Result<T, ApiError> {
+    match body_kind(headers)? {
+        BodyKind::Json => parse_json(bytes),
+        BodyKind::Form => parse_form(bytes),
+    }
+}
+
 /// A JSON body (admin API): 415 without a JSON content type, 400 when unparsable, 422 naming the
 /// field when a field is missing or of the wrong type, 413 over the limit.
 pub struct ApiJson<T>(pub T);

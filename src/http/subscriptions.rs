@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use super::AppState;
 use super::error::ApiError;
-use super::extract::{BodyKind, Format, Origin, RawBody, body_kind, parse_form, parse_json};
+use super::extract::{Format, Origin, RawBody, parse_body};
 use super::pages::SignupPage;
 use crate::domain::EmailAddress;
 use crate::store::List;
@@ -31,10 +31,7 @@ pub async fn subscribe(
     let mut request = SignupRequest::default();
     let result = async {
         let RawBody(bytes) = body?;
-        request = match body_kind(&headers)? {
-            BodyKind::Json => parse_json(&bytes)?,
-            BodyKind::Form => parse_form(&bytes)?,
-        };
+        request = parse_body(&headers, &bytes)?;
         signup(&state, &request, &origin).await
     }
     .await;
