@@ -220,7 +220,7 @@ pub enum DigestError {
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
     #[error("cannot render the digest: {0}")]
-    Render(#[from] askama::Error),
+    Render(String),
 }
 
 /// The next digest of a list as it would be built now: its items and its rendered shared part.
@@ -244,13 +244,15 @@ pub async fn build_next(
         now,
         config.timezone,
         config.postal_address.as_deref(),
-    )?;
+    )
+    .map_err(|e| DigestError::Render(e.to_string()))?;
     Ok((items, rendered))
 }
 
-/// Queues the next digest of a list: the digest row with its items, then one delivery row per
-/// confirmed subscriber, written in chunks. With an idempotency key already used for the same
-/// request, returns that digest and queues nothing.
+/// Queues the next digest of a list: the digest row with its items (chosen and recorded in one
+/// write, so concurrent requests never share an item), then one delivery row per confirmed
+/// subscriber, written in chunks. With an idempotency key already used for the same request,
+/// returns that digest and queues nothing.
 pub async fn queue(
     store: &crate::store::Store,
     config: &crate::config::Config,
@@ -258,38 +260,41 @@ pub async fn queue(
     request: &DigestRequest,
     idempotency_key: Option<&str>,
 ) -> Result<(crate::store::DigestView, bool), DigestError> {
+    use crate::store::NextDigest;
     let fingerprint = request.fingerprint();
-    if let Some(key) = idempotency_key
-        && let Some(existing) = reuse(store, list.id, key, &fingerprint).await?
-    {
-        return Ok((existing, false));
-    }
-    let (items, rendered) = build_next(store, config, list, request).await?;
-    if store.confirmed_count(list.id).await? == 0 {
-        return Err(DigestError::NoRecipients);
-    }
-    let item_ids: Vec<i64> = items.iter().map(|i| i.id).collect();
+    let now = crate::store::now();
     let new = crate::store::NewDigest {
         list_id: list.id,
-        subject: &rendered.subject,
-        html_body: &rendered.html,
-        text_body: &rendered.text,
-        placeholder: &rendered.placeholder,
-        item_ids: &item_ids,
+        since: request.since.unwrap_or(now - DEFAULT_LOOKBACK),
+        max_items: request.max_items.unwrap_or(DEFAULT_MAX_ITEMS),
         idempotency_key,
-        request_hash: Some(&fingerprint),
+        request_hash: &fingerprint,
     };
-    let id = match store.create_digest(&new).await {
-        Ok(id) => id,
-        // The same key was used concurrently: answer as its retry would.
-        Err(crate::store::StoreError::Conflict) if idempotency_key.is_some() => {
-            let key = idempotency_key.unwrap_or_default();
-            return match reuse(store, list.id, key, &fingerprint).await? {
-                Some(existing) => Ok((existing, false)),
-                None => Err(DigestError::IdempotencyMismatch),
-            };
-        }
-        Err(e) => return Err(e.into()),
+    let render = |items: &[DigestItem]| {
+        let subject = request.subject.as_deref();
+        render(
+            list,
+            items,
+            subject,
+            now,
+            config.timezone,
+            config.postal_address.as_deref(),
+        )
+        .map(|r| crate::store::DigestContent {
+            subject: r.subject,
+            html_body: r.html,
+            text_body: r.text,
+            placeholder: r.placeholder,
+        })
+        .map_err(|e| e.to_string())
+    };
+    let id = match store.create_digest(&new, render).await? {
+        NextDigest::Created(id) => id,
+        NextDigest::Existing { id, same_request: true } => return Ok((store.digest(id).await?, false)),
+        NextDigest::Existing { .. } => return Err(DigestError::IdempotencyMismatch),
+        NextDigest::NoItems => return Err(DigestError::NoItems),
+        NextDigest::NoRecipients => return Err(DigestError::NoRecipients),
+        NextDigest::RenderFailed(e) => return Err(DigestError::Render(e)),
     };
     finish_enqueue(store, id).await?;
     Ok((store.digest(id).await?, true))
@@ -301,19 +306,6 @@ pub async fn finish_enqueue(store: &crate::store::Store, id: i64) -> Result<(), 
     // A digest whose every recipient left meanwhile has nothing to send.
     store.finish_digest_if_complete(id).await?;
     Ok(())
-}
-
-async fn reuse(
-    store: &crate::store::Store,
-    list_id: i64,
-    key: &str,
-    fingerprint: &str,
-) -> Result<Option<crate::store::DigestView>, DigestError> {
-    match store.idempotent_digest(list_id, key).await? {
-        None => Ok(None),
-        Some((id, hash)) if hash.as_deref() == Some(fingerprint) => Ok(Some(store.digest(id).await?)),
-        Some(_) => Err(DigestError::IdempotencyMismatch),
-    }
 }
 
 /// A test copy of a rendered digest for one address: subject marked "[TEST]", a placeholder

@@ -12,6 +12,15 @@ pub const ENQUEUE_CHUNK: i64 = 5_000;
 /// How long an idempotency key is remembered.
 pub const IDEMPOTENCY_WINDOW: TimeDelta = TimeDelta::hours(24);
 
+/// Items of list `$1` no earlier (uncancelled) digest of it carried, published since `$2`,
+/// newest first, at most `$3`.
+const ELIGIBLE_ITEMS: &str = "SELECT i.id, i.title, i.url, i.summary_html, i.summary_text, i.published_at
+     FROM items i
+     WHERE i.list_id = $1 AND i.published_at >= $2
+       AND NOT EXISTS (SELECT 1 FROM digest_items di JOIN digests d ON d.id = di.digest_id
+                       WHERE di.item_id = i.id AND d.list_id = $1 AND d.status <> 'cancelled')
+     ORDER BY i.published_at DESC, i.id DESC LIMIT $3";
+
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct DigestItem {
     pub id: i64,
@@ -39,15 +48,37 @@ pub struct DigestView {
     pub finished_at: Option<DateTime<Utc>>,
 }
 
+/// What the next digest of a list is to be made of. The store chooses its items itself, inside
+/// the same write that records it, so two concurrent requests never carry the same item.
 pub struct NewDigest<'a> {
     pub list_id: i64,
-    pub subject: &'a str,
-    pub html_body: &'a str,
-    pub text_body: &'a str,
-    pub placeholder: &'a str,
-    pub item_ids: &'a [i64],
+    pub since: DateTime<Utc>,
+    pub max_items: i64,
     pub idempotency_key: Option<&'a str>,
-    pub request_hash: Option<&'a str>,
+    /// Fingerprint of the request, to tell a retry under the same key from a different request.
+    pub request_hash: &'a str,
+}
+
+/// The rendered part every recipient of a digest shares.
+pub struct DigestContent {
+    pub subject: String,
+    pub html_body: String,
+    pub text_body: String,
+    pub placeholder: String,
+}
+
+/// What asking for the next digest of a list came to.
+#[derive(Debug, PartialEq)]
+pub enum NextDigest {
+    Created(i64),
+    /// The idempotency key was used in the last 24 h, for the same request or not.
+    Existing {
+        id: i64,
+        same_request: bool,
+    },
+    NoItems,
+    NoRecipients,
+    RenderFailed(String),
 }
 
 /// The parts of a digest every delivery shares, and what they need to be personalised.
@@ -85,19 +116,12 @@ impl Store {
     /// newest first.
     pub async fn eligible_items(&self, list_id: i64, since: DateTime<Utc>, max: i64) -> Result<Vec<DigestItem>> {
         on_pool!(self, |pool, _d| {
-            Ok(sqlx::query_as::<_, DigestItem>(
-                "SELECT i.id, i.title, i.url, i.summary_html, i.summary_text, i.published_at
-                 FROM items i
-                 WHERE i.list_id = $1 AND i.published_at >= $2
-                   AND NOT EXISTS (SELECT 1 FROM digest_items di JOIN digests d ON d.id = di.digest_id
-                                   WHERE di.item_id = i.id AND d.list_id = $1 AND d.status <> 'cancelled')
-                 ORDER BY i.published_at DESC, i.id DESC LIMIT $3",
-            )
-            .bind(list_id)
-            .bind(since)
-            .bind(max)
-            .fetch_all(pool)
-            .await?)
+            Ok(sqlx::query_as::<_, DigestItem>(ELIGIBLE_ITEMS)
+                .bind(list_id)
+                .bind(since)
+                .bind(max)
+                .fetch_all(pool)
+                .await?)
         })
     }
 
@@ -112,60 +136,100 @@ impl Store {
         })
     }
 
-    /// The digest created under this idempotency key in the last 24 h, with its request hash.
-    pub async fn idempotent_digest(&self, list_id: i64, key: &str) -> Result<Option<(i64, Option<String>)>> {
-        let cutoff = now() - IDEMPOTENCY_WINDOW;
-        on_pool!(self, |pool, _d| {
-            Ok(sqlx::query_as(
-                "SELECT id, request_hash FROM digests WHERE list_id = $1 AND idempotency_key = $2 AND created_at > $3",
-            )
-            .bind(list_id)
-            .bind(key)
-            .bind(cutoff)
-            .fetch_optional(pool)
-            .await?)
-        })
-    }
-
-    /// Records a digest and the items it carries. `Conflict` when its idempotency key was taken
-    /// meanwhile. Delivery rows follow with `enqueue_deliveries`.
-    pub async fn create_digest(&self, new: &NewDigest<'_>) -> Result<i64> {
+    /// Creates the next digest of a list in one write that holds the list: looks the idempotency
+    /// key up, chooses the eligible items, renders them with `render`, and records the digest and
+    /// its items. Requests for one list are thereby serialised: concurrent ones never share an
+    /// item, and a retry under the same key finds the digest its twin made. Delivery rows follow
+    /// with `enqueue_deliveries`.
+    pub async fn create_digest(
+        &self,
+        new: &NewDigest<'_>,
+        render: impl FnOnce(&[DigestItem]) -> std::result::Result<DigestContent, String>,
+    ) -> Result<NextDigest> {
         let now = now();
         on_pool!(self, |pool, d| {
             let mut tx = pool.begin_with(d.begin_write).await?;
-            // Keys expire after 24 h: free them so the unique index allows reuse.
-            sqlx::query("UPDATE digests SET idempotency_key = NULL WHERE list_id = $1 AND created_at <= $2 AND idempotency_key IS NOT NULL")
+            // SQLite's write lock already serialises; PostgreSQL needs the list's row lock.
+            let lock = format!("SELECT id FROM lists WHERE id = $1 {}", d.for_update);
+            let list: Option<i64> = sqlx::query_scalar(AssertSqlSafe(lock))
                 .bind(new.list_id)
-                .bind(now - IDEMPOTENCY_WINDOW)
-                .execute(&mut *tx)
+                .fetch_optional(&mut *tx)
                 .await?;
+            if list.is_none() {
+                return Err(StoreError::NotFound);
+            }
+            if let Some(key) = new.idempotency_key {
+                let existing: Option<(i64, Option<String>)> = sqlx::query_as(
+                    "SELECT id, request_hash FROM digests
+                     WHERE list_id = $1 AND idempotency_key = $2 AND created_at > $3",
+                )
+                .bind(new.list_id)
+                .bind(key)
+                .bind(now - IDEMPOTENCY_WINDOW)
+                .fetch_optional(&mut *tx)
+                .await?;
+                if let Some((id, hash)) = existing {
+                    let same_request = hash.as_deref() == Some(new.request_hash);
+                    return Ok(NextDigest::Existing { id, same_request });
+                }
+            }
+            let items = sqlx::query_as::<_, DigestItem>(ELIGIBLE_ITEMS)
+                .bind(new.list_id)
+                .bind(new.since)
+                .bind(new.max_items)
+                .fetch_all(&mut *tx)
+                .await?;
+            if items.is_empty() {
+                return Ok(NextDigest::NoItems);
+            }
+            let confirmed: i64 =
+                sqlx::query_scalar("SELECT COUNT(*) FROM subscriptions WHERE list_id = $1 AND status = 'confirmed'")
+                    .bind(new.list_id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+            if confirmed == 0 {
+                return Ok(NextDigest::NoRecipients);
+            }
+            let content = match render(&items) {
+                Ok(content) => content,
+                Err(e) => return Ok(NextDigest::RenderFailed(e)),
+            };
+            // Keys expire after 24 h: free them so the unique index allows reuse.
+            sqlx::query(
+                "UPDATE digests SET idempotency_key = NULL
+                 WHERE list_id = $1 AND created_at <= $2 AND idempotency_key IS NOT NULL",
+            )
+            .bind(new.list_id)
+            .bind(now - IDEMPOTENCY_WINDOW)
+            .execute(&mut *tx)
+            .await?;
             let id: i64 = sqlx::query_scalar(
                 "INSERT INTO digests (list_id, status, subject, html_body, text_body, placeholder, items,
                                       idempotency_key, request_hash, created_at)
                  VALUES ($1, 'queued', $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
             )
             .bind(new.list_id)
-            .bind(new.subject)
-            .bind(new.html_body)
-            .bind(new.text_body)
-            .bind(new.placeholder)
-            .bind(new.item_ids.len() as i64)
+            .bind(&content.subject)
+            .bind(&content.html_body)
+            .bind(&content.text_body)
+            .bind(&content.placeholder)
+            .bind(items.len() as i64)
             .bind(new.idempotency_key)
             .bind(new.request_hash)
             .bind(now)
             .fetch_one(&mut *tx)
             .await
             .map_err(conflict_on_unique)?;
-            for (position, item) in new.item_ids.iter().enumerate() {
+            for (position, item) in items.iter().enumerate() {
                 sqlx::query("INSERT INTO digest_items (digest_id, item_id, position) VALUES ($1, $2, $3)")
                     .bind(id)
-                    .bind(item)
+                    .bind(item.id)
                     .bind(position as i32)
                     .execute(&mut *tx)
                     .await?;
             }
             tx.commit().await?;
-            Ok(id)
+            Ok(NextDigest::Created(id))
         })
     }
 

@@ -11,7 +11,7 @@ mod settings;
 mod subscriptions;
 mod suppressions;
 
-pub use digests::{Delivery, DigestItem, DigestParts, DigestView, ENQUEUE_CHUNK, NewDigest};
+pub use digests::{Delivery, DigestContent, DigestItem, DigestParts, DigestView, ENQUEUE_CHUNK, NewDigest, NextDigest};
 pub use feeds::{Feed, IngestCounts, NewItem};
 pub use import::ImportRow;
 pub use lists::{List, ListCounts, NewList};
@@ -62,6 +62,9 @@ pub(crate) struct Dialect {
     /// Suffix for a sub-select that claims queue rows: PostgreSQL skips rows another worker holds;
     /// SQLite serialises writers, so a plain sub-select inside one UPDATE is already exclusive.
     pub skip_locked: &'static str,
+    /// Suffix that locks the rows a select reads until the transaction ends (PostgreSQL); SQLite
+    /// has one writer at a time, so its write transaction already holds them.
+    pub for_update: &'static str,
 }
 
 impl Dialect {
@@ -82,11 +85,13 @@ impl Dialect {
 pub(crate) const SQLITE: Dialect = Dialect {
     begin_write: "BEGIN IMMEDIATE",
     skip_locked: "",
+    for_update: "",
 };
 
 pub(crate) const POSTGRES: Dialect = Dialect {
     begin_write: "BEGIN",
     skip_locked: "FOR UPDATE SKIP LOCKED",
+    for_update: "FOR UPDATE",
 };
 
 /// Runs `$body` with `$pool` bound to the backing pool and `$d` to its [`Dialect`]. The body is

@@ -12,6 +12,7 @@ use crate::support::app::{Backend, MAIL_WAIT, TestApp};
 on_both_backends!(
     a_digest_reaches_every_confirmed_reader_once,
     digest_conflicts_and_idempotency,
+    concurrent_digest_requests_never_share_items,
     cancel_stops_a_digest_and_unsubscribing_stops_a_reader,
     preview_and_test_send_consume_nothing,
     cli_sends_a_digest_with_progress,
@@ -235,6 +236,45 @@ async fn digest_conflicts_and_idempotency(backend: Backend) {
     assert_eq!((status, third["items"].as_i64()), (202, Some(1)));
     let r = app.admin(Method::GET, "/api/digests/999999").send().await.unwrap();
     assert_error(r, 404, "unknown_digest", None).await;
+}
+
+/// Operators double-click and retry: concurrent requests for one list must neither carry an item
+/// twice nor answer a retry with "no items" instead of the digest its twin made.
+async fn concurrent_digest_requests_never_share_items(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    app.create_list("daily", "Daily Briefing").await;
+    confirmed_readers(&app, &["one@news.example"]).await;
+    push_items(&app, &[("a", "Story A", 10), ("b", "Story B", 20)]).await;
+    let answers = futures_util::future::join_all((0..8).map(|_| create_digest(&app, None, None))).await;
+    let created: Vec<&Value> = answers.iter().filter(|(s, _)| *s == 202).map(|(_, b)| b).collect();
+    assert_eq!(created.len(), 1, "one digest carries the items: {answers:?}");
+    assert_eq!(created[0]["items"], 2);
+    for (status, body) in answers.iter().filter(|(s, _)| *s != 202) {
+        assert_eq!(
+            (*status, body["error"]["code"].as_str()),
+            (409, Some("no_items")),
+            "{body}"
+        );
+    }
+
+    push_items(&app, &[("c", "Story C", 5)]).await;
+    let body = json!({"subject": "Retry"});
+    let answers =
+        futures_util::future::join_all((0..8).map(|_| create_digest(&app, Some(body.clone()), Some("retry-1")))).await;
+    let ids: std::collections::BTreeSet<String> = answers
+        .iter()
+        .map(|(status, body)| {
+            assert_eq!(*status, 202, "every retry answers the one digest: {body}");
+            body["id"].to_string()
+        })
+        .collect();
+    assert_eq!(ids.len(), 1, "{answers:?}");
+    let counts = app
+        .sql_strings("SELECT CAST(COUNT(*) AS TEXT) || '/' || CAST(COUNT(DISTINCT item_id) AS TEXT) FROM digest_items")
+        .await;
+    assert_eq!(counts, ["3/3"], "each item in one digest");
 }
 
 async fn cancel_stops_a_digest_and_unsubscribing_stops_a_reader(backend: Backend) {
