@@ -66,6 +66,7 @@ pub fn build_sender(config: &Config, store: &Store, links: &Links, wake: Arc<Not
         config.from.clone(),
         config.return_path.clone(),
         links.keyed(b"message-id")[..16].to_owned(),
+        config.dkim.clone(),
     );
     let sender_config = SenderConfig {
         workers: config.smtp_pool,
@@ -140,11 +141,12 @@ impl Application {
         let poller_task = tokio::spawn(state.poller.clone().run(shutdown_rx.clone()));
         let digests_task = tokio::spawn(digest_upkeep(state.store.clone(), shutdown_rx.clone()));
 
-        let mut http_shutdown = shutdown_rx.clone();
-        let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
-        let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-            let _ = http_shutdown.wait_for(|stop| *stop).await;
-        });
+        let server = crate::http::server::serve(
+            listener,
+            router(state.clone()),
+            state.config.header_timeout,
+            shutdown_rx.clone(),
+        );
         let trigger = tokio::spawn(async move {
             stop.await;
             tracing::info!("shutting down: finishing in-flight work");
@@ -168,6 +170,24 @@ fn log_startup(config: &Config, addr: SocketAddr, backend: &str) {
         None => {
             tracing::info!(dir = %config.outbox_dir.display(), "no BULLETIN_SMTP_URL: writing emails as .eml files")
         }
+    }
+    match &config.dkim {
+        Some(dkim) => {
+            tracing::info!(
+                name = %dkim.dns_name(),
+                record = %dkim.dns_record(),
+                "DKIM-signing every email ({}): the TXT record must be published at that name",
+                dkim.algorithm()
+            );
+            if !dkim.aligns_with(config.from.email.domain()) {
+                tracing::warn!(
+                    from = %config.from.email,
+                    dkim_domain = dkim.domain(),
+                    "BULLETIN_DKIM_DOMAIN is neither the From domain nor a parent of it: the signature will not count for DMARC"
+                );
+            }
+        }
+        None => tracing::info!("no BULLETIN_DKIM_* set: emails go out unsigned (the SMTP relay must DKIM-sign them)"),
     }
     if config.admin_tokens.is_empty() {
         tracing::warn!(

@@ -28,8 +28,18 @@ pub struct Config {
     pub postal_address: Option<String>,
     /// Messages per second per process, if limited.
     pub send_rate: Option<f64>,
+    /// Signups per minute per client address (per process); 0: no limit.
+    pub rate_limit: u32,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<crate::domain::Cidr>,
+    /// A client must send a request's headers within this time (slow clients).
+    pub header_timeout: Duration,
+    /// A request (body included) must be answered within this time.
+    pub request_timeout: Duration,
     /// Envelope sender (MAIL FROM) where bounces go, if not the From address.
     pub return_path: Option<lettre::Address>,
+    /// Signs every outgoing email, when `BULLETIN_DKIM_*` are set.
+    pub dkim: Option<crate::mail::DkimSigner>,
 }
 
 /// A variable that cannot be used, named with its problem: start-up prints it and exits with 2.
@@ -53,6 +63,7 @@ impl std::fmt::Debug for Config {
             .field("admin_tokens", &format_args!("[{} redacted]", self.admin_tokens.len()))
             .field("confirm_ttl", &self.confirm_ttl)
             .field("secret", &self.secret.as_ref().map(|_| "redacted"))
+            .field("dkim", &self.dkim)
             .finish_non_exhaustive()
     }
 }
@@ -164,6 +175,36 @@ impl Config {
                 })
             })
             .transpose()?;
+        let rate_limit = var("BULLETIN_RATE_LIMIT")
+            .map(|v| v.parse::<u32>().ok())
+            .unwrap_or(Some(10))
+            .ok_or_else(|| {
+                err(
+                    "BULLETIN_RATE_LIMIT",
+                    "must be a whole number of signups per minute (0 turns the limit off)".into(),
+                )
+            })?;
+        let trusted_proxies = var("BULLETIN_TRUSTED_PROXIES")
+            .map(|v| {
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|c| !c.is_empty())
+                    .map(str::parse)
+                    .collect::<Result<Vec<crate::domain::Cidr>, String>>()
+            })
+            .transpose()
+            .map_err(|e| err("BULLETIN_TRUSTED_PROXIES", e))?
+            .unwrap_or_default();
+        let header_timeout = duration("BULLETIN_HEADER_TIMEOUT", "10s")?;
+        let request_timeout = duration("BULLETIN_REQUEST_TIMEOUT", "30s")?;
+        for (name, value) in [
+            ("BULLETIN_HEADER_TIMEOUT", header_timeout),
+            ("BULLETIN_REQUEST_TIMEOUT", request_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(err(name, "must be longer than zero".into()));
+            }
+        }
         if postal_address
             .as_deref()
             .is_some_and(|a| a.chars().any(|c| c.is_control() && c != '\n'))
@@ -173,6 +214,42 @@ impl Config {
                 "must not contain control characters".into(),
             ));
         }
+
+        // DKIM: the three variables together, or none (the relay signs).
+        const DKIM_VARS: [&str; 3] = [
+            "BULLETIN_DKIM_KEY_FILE",
+            "BULLETIN_DKIM_SELECTOR",
+            "BULLETIN_DKIM_DOMAIN",
+        ];
+        let dkim = match DKIM_VARS.map(var) {
+            [None, None, None] => None,
+            [Some(key_file), Some(selector), Some(domain)] => {
+                use crate::mail::dkim;
+                dkim::check_selector(&selector).map_err(|e| err("BULLETIN_DKIM_SELECTOR", e))?;
+                dkim::check_domain(&domain).map_err(|e| err("BULLETIN_DKIM_DOMAIN", e))?;
+                let key = std::fs::read_to_string(&key_file)
+                    .map_err(|e| err("BULLETIN_DKIM_KEY_FILE", format!("cannot read {key_file}: {e}")))?;
+                let signer = crate::mail::DkimSigner::new(&selector, &domain, &key)
+                    .map_err(|e| err("BULLETIN_DKIM_KEY_FILE", format!("{key_file}: {e}")))?;
+                Some(signer)
+            }
+            set => {
+                let missing: Vec<&'static str> = DKIM_VARS
+                    .into_iter()
+                    .zip(set)
+                    .filter_map(|(name, value)| value.is_none().then_some(name))
+                    .collect();
+                return Err(err(
+                    missing[0],
+                    format!(
+                        "not set, but DKIM signing needs {} together (set all three, or none to leave \
+                         signing to the SMTP relay); missing: {}",
+                        DKIM_VARS.join(", "),
+                        missing.join(", ")
+                    ),
+                ));
+            }
+        };
 
         Ok(Config {
             database_url,
@@ -190,7 +267,12 @@ impl Config {
             timezone,
             postal_address,
             send_rate,
+            rate_limit,
+            trusted_proxies,
+            header_timeout,
+            request_timeout,
             return_path,
+            dkim,
         })
     }
 
@@ -262,6 +344,60 @@ mod tests {
         assert_eq!(c.admin_tokens, ["old-token", "new-token"]);
         let shown = format!("{c:?}");
         assert!(!shown.contains("old-token") && !shown.contains("s3cret"), "{shown}");
+    }
+
+    #[test]
+    fn dkim_needs_all_three_variables_and_a_readable_key() {
+        let key = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/dkim/ed25519.pem");
+        let c = cfg(&[
+            ("BULLETIN_DKIM_KEY_FILE", key),
+            ("BULLETIN_DKIM_SELECTOR", "mail"),
+            ("BULLETIN_DKIM_DOMAIN", "news.example"),
+        ])
+        .unwrap();
+        let dkim = c.dkim.as_ref().expect("signer");
+        assert_eq!(dkim.dns_name(), "mail._domainkey.news.example");
+        assert!(!format!("{c:?}").contains("PRIVATE"));
+        assert!(cfg(&[]).unwrap().dkim.is_none());
+
+        let e = cfg(&[("BULLETIN_DKIM_KEY_FILE", key)]).expect_err("half set accepted");
+        assert_eq!(e.var, "BULLETIN_DKIM_SELECTOR");
+        assert!(
+            e.problem
+                .contains("missing: BULLETIN_DKIM_SELECTOR, BULLETIN_DKIM_DOMAIN"),
+            "{e}"
+        );
+        let e = cfg(&[
+            ("BULLETIN_DKIM_SELECTOR", "mail"),
+            ("BULLETIN_DKIM_DOMAIN", "news.example"),
+        ])
+        .expect_err("half set accepted");
+        assert_eq!(e.var, "BULLETIN_DKIM_KEY_FILE");
+        assert!(e.problem.ends_with("missing: BULLETIN_DKIM_KEY_FILE"), "{e}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let garbage = dir.path().join("garbage.pem");
+        std::fs::write(&garbage, "not a key").unwrap();
+        for (file, expected) in [
+            (dir.path().join("absent.pem"), "cannot read"),
+            (garbage, "neither a PEM key"),
+        ] {
+            let e = cfg(&[
+                ("BULLETIN_DKIM_KEY_FILE", file.to_str().unwrap()),
+                ("BULLETIN_DKIM_SELECTOR", "mail"),
+                ("BULLETIN_DKIM_DOMAIN", "news.example"),
+            ])
+            .expect_err("bad key accepted");
+            assert_eq!(e.var, "BULLETIN_DKIM_KEY_FILE");
+            assert!(e.problem.contains(expected), "{e}");
+        }
+        let e = cfg(&[
+            ("BULLETIN_DKIM_KEY_FILE", key),
+            ("BULLETIN_DKIM_SELECTOR", "mail"),
+            ("BULLETIN_DKIM_DOMAIN", "not a domain"),
+        ])
+        .expect_err("bad domain accepted");
+        assert_eq!(e.var, "BULLETIN_DKIM_DOMAIN");
     }
 
     #[test]

@@ -10,6 +10,8 @@ use crate::store::{List, NewSignup, RequestOrigin, SignupOutcome, Store, StoreEr
 
 /// At most one confirmation email per address within this window.
 pub const RESEND_AFTER: Duration = Duration::from_secs(5 * 60);
+/// And at most this many per day, so a victim of list bombing gets a handful of emails at most.
+pub const MAX_CONFIRMATIONS_PER_DAY: i32 = 5;
 
 /// Records a signup for `lists` and queues its confirmation email (subject to the resend
 /// window). Nothing is sent here: the sender picks the email up from the outbox.
@@ -30,6 +32,7 @@ pub async fn start_opt_in(
         token_hash: &token.hash(),
         token_ttl: TimeDelta::from_std(ttl).unwrap_or(TimeDelta::hours(48)),
         resend_after: TimeDelta::from_std(RESEND_AFTER).unwrap_or(TimeDelta::minutes(5)),
+        daily_cap: MAX_CONFIRMATIONS_PER_DAY,
     };
     let outcome = store
         .signup(signup, |lists| {

@@ -13,6 +13,10 @@ use crate::store::RequestOrigin;
 
 /// The body limit of public routes.
 pub const PUBLIC_BODY_LIMIT: usize = 16 * 1024;
+/// Most fields a form may carry (a signup has an address and a few lists).
+pub const MAX_FORM_FIELDS: usize = 64;
+/// Deepest nesting of arrays and objects a JSON body may have (ours need 3).
+pub const MAX_JSON_DEPTH: usize = 32;
 
 /// What the client wants back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,7 +119,40 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     }
 }
 
+/// How deep arrays and objects nest in `bytes`, outside strings (a cheap pass before parsing).
+fn json_depth(bytes: &[u8]) -> usize {
+    let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    for &b in bytes {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
+}
+
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if json_depth(bytes) > MAX_JSON_DEPTH {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "too_deeply_nested",
+            format!("The JSON body nests deeper than {MAX_JSON_DEPTH} levels."),
+        ));
+    }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
@@ -159,6 +196,13 @@ fn field_name(path: &str, message: &str) -> Option<String> {
 
 /// A form body that may repeat keys (`lists=a&lists=b`), which axum's `Form` cannot take.
 pub fn parse_form<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if bytes.split(|b| *b == b'&').filter(|pair| !pair.is_empty()).count() > MAX_FORM_FIELDS {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "too_many_fields",
+            format!("The form has more than {MAX_FORM_FIELDS} fields."),
+        ));
+    }
     serde_html_form::from_bytes(bytes).map_err(|e| {
         let message = e.to_string();
         let err = ApiError::new(
@@ -180,10 +224,14 @@ impl<S: Send + Sync> FromRequestParts<S> for Origin {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        let ip = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|ConnectInfo(addr)| addr.ip().to_string());
+        // The address `defences::guard` resolved (behind trusted proxies), else the socket's.
+        let ip = match parts.extensions.get::<super::defences::ClientIp>() {
+            Some(client) => Some(client.0.to_string()),
+            None => parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|ConnectInfo(addr)| addr.ip().to_string()),
+        };
         let header = |name| {
             parts
                 .headers
@@ -223,6 +271,13 @@ pub fn query_param(query: Option<&str>, name: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_depth_ignores_brackets_in_strings() {
+        assert_eq!(json_depth(br#"{"items":[{"title":"[[[{{{"}]}"#), 3);
+        assert_eq!(json_depth(br#"{"a":"\"[["}"#), 1);
+        assert_eq!(json_depth(&[b'['; 40]), 40);
+    }
 
     #[derive(Debug, serde::Deserialize)]
     #[allow(dead_code)]

@@ -2,6 +2,7 @@
 
 mod admin;
 mod confirm;
+mod defences;
 mod digests;
 mod error;
 mod extract;
@@ -9,6 +10,7 @@ mod feeds;
 mod health;
 mod import;
 mod pages;
+pub mod server;
 mod subscriptions;
 mod suppressions;
 mod unsubscribe;
@@ -19,7 +21,6 @@ pub use feeds::parse_interval;
 
 use std::ops::Deref;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -29,7 +30,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use tokio::sync::Notify;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::config::Config;
@@ -50,6 +50,9 @@ pub struct StateInner {
     /// Wakes this process's feed poller when a feed is added.
     pub feeds_wake: Arc<Notify>,
     pub poller: crate::feeds::Poller,
+    pub rate_limiter: defences::RateLimiter,
+    /// The Content-Security-Policy header, computed once.
+    pub csp: axum::http::HeaderValue,
 }
 
 impl Deref for AppState {
@@ -64,7 +67,10 @@ impl AppState {
         let feeds_wake = Arc::new(Notify::new());
         let poller = crate::feeds::Poller::new(store.clone(), feeds_wake.clone());
         let admin_tokens = admin::token_digests(&config.admin_tokens);
+        let rate_limiter = defences::RateLimiter::new(config.rate_limit, defences::RateLimiter::MAX_KEYS);
         AppState(Arc::new(StateInner {
+            rate_limiter,
+            csp: defences::content_security_policy(),
             store,
             config,
             admin_tokens,
@@ -87,21 +93,28 @@ impl AppState {
 }
 
 pub fn router(state: AppState) -> Router {
+    let timeout = middleware::from_fn_with_state(state.clone(), defences::deadline);
+    // Signups and resends send email: the rate limit guards them.
+    let limited = middleware::from_fn_with_state(state.clone(), defences::rate_limit);
     let public = Router::new()
         .route("/", get(pages::signup_form))
         .route("/static/style.css", get(pages::stylesheet))
-        .route("/subscriptions", post(subscriptions::subscribe))
+        .route(
+            "/subscriptions",
+            post(subscriptions::subscribe).route_layer(limited.clone()),
+        )
         .route(
             "/subscriptions/confirm",
             get(confirm::confirm_page).post(confirm::confirm),
         )
-        .route("/subscriptions/resend", post(confirm::resend))
+        .route("/subscriptions/resend", post(confirm::resend).route_layer(limited))
         .route(
             "/unsubscribe",
             get(unsubscribe::unsubscribe_page).post(unsubscribe::unsubscribe),
         )
         .route("/healthz", get(health::healthz))
-        .layer(DefaultBodyLimit::max(extract::PUBLIC_BODY_LIMIT));
+        .layer(DefaultBodyLimit::max(extract::PUBLIC_BODY_LIMIT))
+        .layer(timeout.clone());
 
     let api = Router::new()
         .route("/lists", get(admin::lists).post(admin::create_list))
@@ -119,14 +132,16 @@ pub fn router(state: AppState) -> Router {
             "/suppressions/{email}",
             get(suppressions::show).delete(suppressions::remove),
         )
-        .layer(DefaultBodyLimit::max(extract::PUBLIC_BODY_LIMIT))
-        .route(
-            "/lists/{slug}/import",
-            post(import::import).layer(DefaultBodyLimit::disable()),
-        )
         .route(
             "/lists/{slug}/items",
             post(feeds::push_items).layer(DefaultBodyLimit::max(feeds::PUSH_BODY_LIMIT)),
+        )
+        .layer(DefaultBodyLimit::max(extract::PUBLIC_BODY_LIMIT))
+        .layer(timeout)
+        // A CSV of up to 1 GiB streams for as long as the operator's link needs: no timeout.
+        .route(
+            "/lists/{slug}/import",
+            post(import::import).layer(DefaultBodyLimit::disable()),
         )
         .route_layer(middleware::from_fn_with_state(state.clone(), admin::require_admin));
 
@@ -135,18 +150,15 @@ pub fn router(state: AppState) -> Router {
         .nest("/api", api)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .with_state(state)
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            Duration::from_secs(30),
-        ))
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::internal("a handler panicked").into_response()
         }))
+        .layer(middleware::from_fn_with_state(state.clone(), defences::guard))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
             // The path only: query strings carry tokens and must never reach a log.
             tracing::info_span!("http", method = %req.method(), path = %req.uri().path())
         }))
+        .with_state(state)
 }
 
 async fn not_found(headers: axum::http::HeaderMap) -> Response {

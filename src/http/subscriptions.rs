@@ -19,6 +19,9 @@ struct SignupRequest {
     email: Option<String>,
     #[serde(default)]
     lists: Vec<String>,
+    /// The honeypot: hidden from people on the form, so only a bot fills it in.
+    #[serde(default)]
+    website: Option<String>,
 }
 
 pub async fn subscribe(
@@ -59,6 +62,11 @@ async fn signup(
     request: &SignupRequest,
     origin: &crate::store::RequestOrigin,
 ) -> Result<(), ApiError> {
+    if request.website.as_deref().is_some_and(|v| !v.trim().is_empty()) {
+        // A bot: the same answer as a person gets, so it learns nothing; nothing stored or sent.
+        tracing::info!("signup dropped: the honeypot field was filled");
+        return Ok(());
+    }
     let email = match request.email.as_deref().map(str::trim) {
         None | Some("") => {
             return Err(ApiError::invalid(

@@ -1,9 +1,11 @@
 //! Emails: rendering them from `email_templates/`, turning outbox rows into RFC 5322 messages,
 //! and the transports that carry them.
 
+pub mod dkim;
 pub mod links;
 pub mod transport;
 
+pub use dkim::DkimSigner;
 pub use links::Links;
 
 use std::time::Duration;
@@ -142,14 +144,22 @@ pub struct Composer {
     return_path: Option<lettre::Address>,
     /// Makes Message-IDs of this installation unique: `<id.tag@domain>`.
     message_id_tag: String,
+    /// Signs every message; `None`: the relay is expected to.
+    dkim: Option<DkimSigner>,
 }
 
 impl Composer {
-    pub fn new(from: Mailbox, return_path: Option<lettre::Address>, message_id_tag: String) -> Self {
+    pub fn new(
+        from: Mailbox,
+        return_path: Option<lettre::Address>,
+        message_id_tag: String,
+        dkim: Option<DkimSigner>,
+    ) -> Self {
         Self {
             from,
             return_path,
             message_id_tag,
+            dkim,
         }
     }
 
@@ -182,12 +192,16 @@ impl Composer {
             let name = HeaderName::new_from_ascii(name.clone()).map_err(|e| format!("bad header name: {e}"))?;
             builder = builder.raw_header(HeaderValue::new(name, value.clone()));
         }
-        let message = builder
+        let mut message = builder
             .multipart(MultiPart::alternative_plain_html(
                 parts.text.clone(),
                 parts.html.clone(),
             ))
             .map_err(|e| format!("cannot build message: {e}"))?;
+        // Last: the signature covers only what the message already has.
+        if let Some(dkim) = &self.dkim {
+            dkim.sign(&mut message);
+        }
         let envelope = match &self.return_path {
             Some(sender) => Envelope::new(Some(sender.clone()), message.envelope().to().to_vec())
                 .map_err(|e| format!("cannot build the envelope: {e}"))?,

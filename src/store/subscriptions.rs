@@ -51,6 +51,8 @@ pub struct NewSignup<'a> {
     pub token_ttl: TimeDelta,
     /// At most one confirmation email per address within this window.
     pub resend_after: TimeDelta,
+    /// At most this many confirmation emails per address per day.
+    pub daily_cap: i32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,10 +106,15 @@ impl Store {
         let now = super::now();
         on_pool!(self, |pool, d| {
             let mut tx = pool.begin_with(d.begin_write).await?;
-            let (subscriber_id, last_sent): (i64, Option<DateTime<Utc>>) = sqlx::query_as(
+            let (subscriber_id, last_sent, day_start, day_count): (
+                i64,
+                Option<DateTime<Utc>>,
+                Option<DateTime<Utc>>,
+                i32,
+            ) = sqlx::query_as(
                 "INSERT INTO subscribers (email, email_key, created_at) VALUES ($1, $2, $3)
-                 ON CONFLICT (email_key) DO UPDATE SET email_key = excluded.email_key
-                 RETURNING id, last_confirmation_at",
+                     ON CONFLICT (email_key) DO UPDATE SET email_key = excluded.email_key
+                     RETURNING id, last_confirmation_at, confirmations_day_start, confirmations_day_count",
             )
             .bind(signup.email.as_str())
             .bind(signup.email.key())
@@ -151,7 +158,13 @@ impl Store {
                 .await?;
             }
 
-            if last_sent.is_some_and(|t| now - t < signup.resend_after) {
+            // Whatever the source (form, API, resend, import), an address gets at most one
+            // confirmation email per window and `daily_cap` per day; the caller answers the same.
+            let (day_start, day_count) = match day_start {
+                Some(start) if now - start < TimeDelta::days(1) => (start, day_count),
+                _ => (now, 0),
+            };
+            if last_sent.is_some_and(|t| now - t < signup.resend_after) || day_count >= signup.daily_cap {
                 tx.commit().await?;
                 return Ok(SignupOutcome::Throttled);
             }
@@ -173,11 +186,17 @@ impl Store {
                     .execute(&mut *tx)
                     .await?;
             }
-            sqlx::query("UPDATE subscribers SET last_confirmation_at = $1 WHERE id = $2")
-                .bind(now)
-                .bind(subscriber_id)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "UPDATE subscribers SET last_confirmation_at = $1, confirmations_day_start = $2,
+                                        confirmations_day_count = $3
+                 WHERE id = $4",
+            )
+            .bind(now)
+            .bind(day_start)
+            .bind(day_count + 1)
+            .bind(subscriber_id)
+            .execute(&mut *tx)
+            .await?;
             Store::enqueue_in(&mut tx, &render(&needed), now).await?;
             tx.commit().await?;
             Ok(SignupOutcome::ConfirmationQueued)

@@ -4,7 +4,9 @@
 mod support;
 
 mod admin;
+mod defences;
 mod digest_flow;
+mod dkim;
 mod feeds;
 mod import;
 mod optin;

@@ -168,6 +168,8 @@ impl TestApp {
             ("BULLETIN_FROM", "Newsroom <news@bulletin.test>".to_owned()),
             ("BULLETIN_RETRY_BASE", "1s".to_owned()),
             ("BULLETIN_SMTP_POOL", "2".to_owned()),
+            // Tests sign many readers up from one address; tests of the limit set it.
+            ("BULLETIN_RATE_LIMIT", "0".to_owned()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
@@ -352,6 +354,16 @@ pub struct ChildApp {
 impl ChildApp {
     /// Starts `bulletin serve` on `db`, sending to `smtp`, and waits until it answers.
     pub async fn serve(db: &TestDb, smtp: &SmtpServer, extra: &[(&str, &str)]) -> ChildApp {
+        Self::serve_logging_to(db, smtp, extra, std::process::Stdio::inherit()).await
+    }
+
+    /// As `serve`, with the child's log (its stderr) written to `log`.
+    pub async fn serve_logging_to(
+        db: &TestDb,
+        smtp: &SmtpServer,
+        extra: &[(&str, &str)],
+        log: impl Into<std::process::Stdio>,
+    ) -> ChildApp {
         // Learn a free port; the child binds it right after.
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
@@ -369,9 +381,11 @@ impl ChildApp {
             .env("BULLETIN_ADMIN_TOKEN", ADMIN_TOKEN)
             .env("BULLETIN_FROM", "Newsroom <news@bulletin.test>")
             .env("BULLETIN_RETRY_BASE", "1s")
+            .env("BULLETIN_RATE_LIMIT", "0")
             .env("RUST_LOG", "error")
             .current_dir(std::env::temp_dir())
-            .stdout(std::process::Stdio::null());
+            .stdout(std::process::Stdio::null())
+            .stderr(log);
         for (k, v) in extra {
             command.env(k, v);
         }
