@@ -201,7 +201,10 @@ pub async fn guard(State(state): State<AppState>, mut request: Request, next: Ne
     }
     let mut response = next.run(request).await;
     let headers = response.headers_mut();
-    headers.insert(CONTENT_SECURITY_POLICY, state.csp.clone());
+    // A response that knows better (the digest preview: email HTML) keeps its own policy.
+    headers
+        .entry(CONTENT_SECURITY_POLICY)
+        .or_insert_with(|| state.csp.clone());
     headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     // Tokens travel in URLs (confirm, unsubscribe): never hand them on through Referer.
     headers.insert(REFERRER_POLICY, HeaderValue::from_static("no-referrer"));

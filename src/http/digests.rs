@@ -167,6 +167,8 @@ pub async fn cancel(State(state): State<AppState>, IdPath(id): IdPath) -> Result
     }
 }
 
+const EMAIL_PREVIEW_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; img-src https: data:; sandbox";
+
 /// `GET /api/lists/{slug}/digests/preview[?format=text]`: the next digest, with a placeholder
 /// unsubscribe link; changes nothing.
 pub async fn preview(
@@ -186,7 +188,16 @@ pub async fn preview(
     );
     Ok(match query_param(query.as_deref(), "format").as_deref() {
         Some("text") => ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response(),
-        _ => ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response(),
+        _ => (
+            [
+                (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+                // Email HTML styles inline and shows remote images; it runs no script, and the
+                // sandbox keeps the page from acting as our origin.
+                (header::CONTENT_SECURITY_POLICY, EMAIL_PREVIEW_CSP),
+            ],
+            html,
+        )
+            .into_response(),
     })
 }
 

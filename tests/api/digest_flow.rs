@@ -371,6 +371,12 @@ async fn preview_and_test_send_consume_nothing(backend: Backend) {
         .unwrap();
     assert_eq!(r.status(), 200);
     assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+    // Email HTML is styled inline: the preview's own policy lets it render, sandboxed.
+    let csp = r.headers()["content-security-policy"].to_str().unwrap();
+    assert!(
+        csp.contains("style-src 'unsafe-inline'") && csp.contains("sandbox"),
+        "{csp}"
+    );
     let html = r.text().await.unwrap();
     assert!(html.contains("Story A") && html.contains("Story B") && html.contains("/unsubscribe?token=preview"));
     let r = app
