@@ -365,6 +365,16 @@ async fn slow_clients_cannot_hold_the_service() {
     let answer = reader.await.unwrap();
     assert!(answer.is_empty() || answer.starts_with("HTTP/1.1 408"), "{answer}");
 
+    // A connection that never sends a byte is closed too.
+    let mut silent = TcpStream::connect(&addr).await.unwrap();
+    let idle_since = Instant::now();
+    let answer = read_until_closed(&mut silent, Duration::from_secs(5)).await;
+    assert!(answer.is_some(), "a silent connection was kept open past 5 s");
+    assert!(
+        idle_since.elapsed() >= Duration::from_millis(900),
+        "closed before the timeout"
+    );
+
     // A body that never arrives: 408 in the error shape when the request timeout passes.
     let mut stalled = TcpStream::connect(&addr).await.unwrap();
     let head = format!(

@@ -234,6 +234,12 @@ async fn digest_conflicts_and_idempotency(backend: Backend) {
     let since = (chrono::Utc::now() - chrono::TimeDelta::hours(48)).to_rfc3339();
     let (status, third) = create_digest(&app, Some(json!({"since": since, "subject": "Catch-up"})), None).await;
     assert_eq!((status, third["items"].as_i64()), (202, Some(1)));
+    // An item that arrives after a digest although published before it still goes out, once.
+    push_items(&app, &[("late", "Late story", 120)]).await;
+    let (status, fourth) = create_digest(&app, None, None).await;
+    assert_eq!((status, fourth["items"].as_i64()), (202, Some(1)), "{fourth}");
+    let (status, body) = create_digest(&app, None, None).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (409, Some("no_items")));
     let r = app.admin(Method::GET, "/api/digests/999999").send().await.unwrap();
     assert_error(r, 404, "unknown_digest", None).await;
 }
