@@ -101,16 +101,18 @@ impl Poller {
         self.poll_claimed(&feed).await
     }
 
-    /// Fetches, parses and stores a feed this poller holds, then records the outcome (which frees
-    /// the lease). A failure keeps every stored item.
+    /// Fetches and parses a feed this poller holds, then stores its items together with the
+    /// outcome (which frees the lease). A failure keeps every stored item.
     async fn poll_claimed(&self, feed: &Feed) -> Result<IngestCounts, PollError> {
         let interval = TimeDelta::seconds(feed.poll_interval_secs.max(1));
-        match self.fetch_and_store(feed).await {
-            Ok((counts, etag, last_modified)) => {
-                self.store
-                    .record_poll_success(feed.id, etag.as_deref(), last_modified.as_deref(), now() + interval)
-                    .await?;
-                Ok(counts)
+        match self.fetch(feed).await {
+            Ok((items, etag, last_modified)) => {
+                let validators = crate::store::PollValidators {
+                    etag: etag.as_deref(),
+                    last_modified: last_modified.as_deref(),
+                    next_poll_at: now() + interval,
+                };
+                Ok(self.store.record_poll_success(feed, &items, validators).await?)
             }
             Err(PollError::Feed(error)) => {
                 let failures = feed.consecutive_failures + 1;
@@ -133,7 +135,8 @@ impl Poller {
         }
     }
 
-    async fn fetch_and_store(&self, feed: &Feed) -> Result<(IngestCounts, Option<String>, Option<String>), PollError> {
+    /// Fetches and parses a feed: its items (none on a 304) and its new cache validators.
+    async fn fetch(&self, feed: &Feed) -> Result<(Vec<NewItem>, Option<String>, Option<String>), PollError> {
         let fetched = fetch::fetch(
             &self.client,
             &feed.url,
@@ -143,7 +146,7 @@ impl Poller {
         .await
         .map_err(PollError::Feed)?;
         let (bytes, content_type, etag, last_modified) = match fetched {
-            fetch::Fetched::NotModified => return Ok((IngestCounts::default(), None, None)),
+            fetch::Fetched::NotModified => return Ok((Vec::new(), None, None)),
             fetch::Fetched::Body {
                 bytes,
                 content_type,
@@ -155,8 +158,7 @@ impl Poller {
         let parsed =
             parse::parse_feed(&bytes, content_type.as_deref(), &base).map_err(|e| PollError::Feed(e.to_string()))?;
         let items: Vec<NewItem> = parsed.items.into_iter().map(into_new_item).collect();
-        let counts = self.store.ingest_items(feed.id, feed.list_id, &items).await?;
-        Ok((counts, etag, last_modified))
+        Ok((items, etag, last_modified))
     }
 }
 

@@ -6,6 +6,14 @@ use sqlx::AssertSqlSafe;
 
 use super::{Result, Store, StoreError, conflict_on_unique, now, on_pool};
 
+/// What a successful poll learnt about the feed for the next one.
+#[derive(Debug, Clone, Copy)]
+pub struct PollValidators<'a> {
+    pub etag: Option<&'a str>,
+    pub last_modified: Option<&'a str>,
+    pub next_poll_at: DateTime<Utc>,
+}
+
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct Feed {
     pub id: i64,
@@ -157,30 +165,22 @@ impl Store {
         })
     }
 
-    /// Records a successful poll (or a 304): clears the error, schedules the next, frees the lease.
+    /// Records a successful poll and stores its items in one transaction, so a reader never sees
+    /// the items of a poll without the poll: clears the error, schedules the next poll, frees the
+    /// lease. A 304 stores no items.
     pub async fn record_poll_success(
         &self,
-        id: i64,
-        etag: Option<&str>,
-        last_modified: Option<&str>,
-        next_poll_at: DateTime<Utc>,
-    ) -> Result<()> {
-        on_pool!(self, |pool, _d| {
-            sqlx::query(
-                "UPDATE feeds SET last_polled_at = $1, last_error = NULL, consecutive_failures = 0,
-                        etag = COALESCE($2, etag), last_modified = COALESCE($3, last_modified),
-                        next_poll_at = $4, lease_until = NULL, leased_by = NULL
-                 WHERE id = $5",
-            )
-            .bind(now())
-            .bind(etag)
-            .bind(last_modified)
-            .bind(next_poll_at)
-            .bind(id)
-            .execute(pool)
-            .await?;
-        });
-        Ok(())
+        feed: &Feed,
+        items: &[NewItem],
+        validators: PollValidators<'_>,
+    ) -> Result<IngestCounts> {
+        self.ingest(feed.id, feed.list_id, items, Some(validators)).await
+    }
+
+    /// Stores items of one feed in one transaction: new keys are inserted, changed items updated,
+    /// unchanged ones left alone. Items without a date are dated when first seen.
+    pub async fn ingest_items(&self, feed_id: i64, list_id: i64, items: &[NewItem]) -> Result<IngestCounts> {
+        self.ingest(feed_id, list_id, items, None).await
     }
 
     /// Records a failed poll; items already stored are untouched.
@@ -223,9 +223,13 @@ impl Store {
         })
     }
 
-    /// Stores items of one feed in one transaction: new keys are inserted, changed items updated,
-    /// unchanged ones left alone. Items without a date are dated when first seen.
-    pub async fn ingest_items(&self, feed_id: i64, list_id: i64, items: &[NewItem]) -> Result<IngestCounts> {
+    async fn ingest(
+        &self,
+        feed_id: i64,
+        list_id: i64,
+        items: &[NewItem],
+        poll: Option<PollValidators<'_>>,
+    ) -> Result<IngestCounts> {
         let now = now();
         let mut counts = IngestCounts::default();
         on_pool!(self, |pool, d| {
@@ -284,6 +288,21 @@ impl Store {
                         }
                     }
                 }
+            }
+            if let Some(poll) = poll {
+                sqlx::query(
+                    "UPDATE feeds SET last_polled_at = $1, last_error = NULL, consecutive_failures = 0,
+                            etag = COALESCE($2, etag), last_modified = COALESCE($3, last_modified),
+                            next_poll_at = $4, lease_until = NULL, leased_by = NULL
+                     WHERE id = $5",
+                )
+                .bind(now)
+                .bind(poll.etag)
+                .bind(poll.last_modified)
+                .bind(poll.next_poll_at)
+                .bind(feed_id)
+                .execute(&mut *tx)
+                .await?;
             }
             tx.commit().await?;
             Ok::<_, StoreError>(())

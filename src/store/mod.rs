@@ -12,7 +12,7 @@ mod subscriptions;
 mod suppressions;
 
 pub use digests::{Delivery, DigestContent, DigestItem, DigestParts, DigestView, ENQUEUE_CHUNK, NewDigest, NextDigest};
-pub use feeds::{Feed, IngestCounts, NewItem};
+pub use feeds::{Feed, IngestCounts, NewItem, PollValidators};
 pub use import::ImportRow;
 pub use lists::{List, ListCounts, NewList};
 pub use outbox::{NewOutboxMessage, OutboxMessage, Queue};
