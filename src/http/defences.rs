@@ -37,7 +37,11 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[Cidr]) -> IpAddr 
         .collect();
     let mut client = peer;
     for hop in hops.iter().rev() {
-        match hop.parse::<IpAddr>() {
+        // Some proxies write the client's port too: `203.0.113.7:51234`, `[2001:db8::1]:443`.
+        let parsed = hop
+            .parse::<IpAddr>()
+            .or_else(|_| hop.parse::<SocketAddr>().map(|a| a.ip()));
+        match parsed {
             Ok(ip) if is_trusted(ip) => client = ip,
             Ok(ip) => return canonical(ip),
             // A garbled entry: the last address we can vouch for is the answer.
@@ -232,6 +236,16 @@ mod tests {
         assert_eq!(
             client_ip(peer, &headers, &trusted),
             "203.0.113.7".parse::<IpAddr>().unwrap()
+        );
+        // Ports are dropped.
+        let mut ported = HeaderMap::new();
+        ported.insert(
+            "x-forwarded-for",
+            "[2001:db8::7]:443, 203.0.113.8:51234".parse().unwrap(),
+        );
+        assert_eq!(
+            client_ip(peer, &ported, &trusted),
+            "203.0.113.8".parse::<IpAddr>().unwrap()
         );
         // No header: the proxy itself.
         assert_eq!(client_ip(peer, &HeaderMap::new(), &trusted), peer);
