@@ -15,7 +15,7 @@ cargo build --release --quiet
 BIN=$PWD/target/release/bulletin
 WORK=$(mktemp -d)
 PORT=$((20000 + RANDOM % 20000))
-trap 'kill $SINK 2>/dev/null || true; rm -rf "$WORK"' EXIT
+trap 'kill ${SINK:-} 2>/dev/null || true; rm -rf "$WORK"; [ -z "${DB:-}" ] || psql -q -h 127.0.0.1 -U postgres -d postgres -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)"' EXIT
 
 smtp-sink -u nobody 127.0.0.1:$PORT 1024 &
 SINK=$!

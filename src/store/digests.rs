@@ -148,7 +148,7 @@ impl Store {
     ) -> Result<NextDigest> {
         let now = now();
         on_pool!(self, |pool, d| {
-            let mut tx = pool.begin_with(d.begin_write).await?;
+            let mut tx = super::begin(pool, d.begin_write).await?;
             // SQLite's write lock already serialises; PostgreSQL needs the list's row lock.
             let lock = format!("SELECT id FROM lists WHERE id = $1 {}", d.for_update);
             let list: Option<i64> = sqlx::query_scalar(AssertSqlSafe(lock))
@@ -237,7 +237,7 @@ impl Store {
     /// subscribers confirmed before the digest was created). Returns `true` once all are written.
     pub async fn enqueue_deliveries(&self, digest_id: i64) -> Result<bool> {
         on_pool!(self, |pool, d| {
-            let mut tx = pool.begin_with(d.begin_write).await?;
+            let mut tx = super::begin(pool, d.begin_write).await?;
             let row: Option<(i64, i64, bool, DateTime<Utc>)> =
                 sqlx::query_as("SELECT list_id, enqueue_cursor, enqueued, created_at FROM digests WHERE id = $1")
                     .bind(digest_id)
@@ -330,7 +330,7 @@ impl Store {
     pub async fn cancel_digest(&self, id: i64) -> Result<bool> {
         let now = now();
         on_pool!(self, |pool, d| {
-            let mut tx = pool.begin_with(d.begin_write).await?;
+            let mut tx = super::begin(pool, d.begin_write).await?;
             let status: Option<String> = sqlx::query_scalar("SELECT status FROM digests WHERE id = $1")
                 .bind(id)
                 .fetch_optional(&mut *tx)

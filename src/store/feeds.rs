@@ -104,7 +104,7 @@ impl Store {
     /// Removes a feed and its items. (Items already sent in a digest are kept by the digest.)
     pub async fn delete_feed(&self, id: i64) -> Result<()> {
         on_pool!(self, |pool, d| {
-            let mut tx = pool.begin_with(d.begin_write).await?;
+            let mut tx = super::begin(pool, d.begin_write).await?;
             // Items a digest carried stay (their feed becomes NULL); the others go.
             sqlx::query(
                 "DELETE FROM items WHERE feed_id = $1
@@ -233,7 +233,7 @@ impl Store {
         let now = now();
         let mut counts = IngestCounts::default();
         on_pool!(self, |pool, d| {
-            let mut tx = pool.begin_with(d.begin_write).await?;
+            let mut tx = super::begin(pool, d.begin_write).await?;
             for item in items {
                 type Existing = (i64, String, Option<String>, String, DateTime<Utc>);
                 let existing: Option<Existing> = sqlx::query_as(

@@ -26,7 +26,7 @@ impl Store {
         let now = now();
         let mut imported = 0;
         on_pool!(self, |pool, d| {
-            let mut tx = pool.begin_with(d.begin_write).await?;
+            let mut tx = super::begin(pool, d.begin_write).await?;
             for chunk in rows.chunks(ROWS_PER_STATEMENT) {
                 let mut insert = QueryBuilder::new("INSERT INTO subscribers (email, email_key, name, created_at) ");
                 insert.push_values(chunk, |mut b, row| {
@@ -91,7 +91,7 @@ async fn import_confirmed_postgres(
     let emails: Vec<&str> = rows.iter().map(|r| r.email.as_str()).collect();
     let keys: Vec<String> = rows.iter().map(|r| r.email.key()).collect();
     let names: Vec<Option<&str>> = rows.iter().map(|r| r.name.as_deref()).collect();
-    let mut tx = pool.begin().await?;
+    let mut tx = super::begin(pool, "BEGIN").await?;
     sqlx::query(
         "INSERT INTO subscribers (email, email_key, name, created_at)
          SELECT e, k, n, $4 FROM UNNEST($1::text[], $2::text[], $3::text[]) AS t(e, k, n)

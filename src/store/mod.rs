@@ -121,6 +121,22 @@ pub enum Store {
     Postgres(PgPool),
 }
 
+/// Begins a transaction with `statement`, in a task of its own. A caller's future may be dropped
+/// at any await (a client hangs up, a timeout passes); dropped during the `BEGIN` round trip,
+/// sqlx (0.9.0) leaves a pooled PostgreSQL connection inside a transaction nothing will end, and
+/// whoever gets that connection next runs inside it, holding its locks. In a task, `BEGIN`
+/// always completes, and a `Transaction` nobody took is dropped and rolled back as usual.
+pub(crate) async fn begin<DB: sqlx::Database>(
+    pool: &sqlx::Pool<DB>,
+    statement: &'static str,
+) -> Result<sqlx::Transaction<'static, DB>> {
+    let pool = pool.clone();
+    match tokio::spawn(async move { pool.begin_with(statement).await }).await {
+        Ok(begun) => Ok(begun?),
+        Err(_) => Err(StoreError::Database(sqlx::Error::WorkerCrashed)),
+    }
+}
+
 /// The current time as stored: millisecond precision, so that a value read back compares equal
 /// to the one written on both backends.
 pub fn now() -> DateTime<Utc> {
@@ -145,7 +161,9 @@ impl Store {
                 .await?;
             Ok(Store::Sqlite(pool))
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-            let options = PgConnectOptions::from_str(url)?;
+            // Defence in depth: a transaction left open by a cancelled future (a known sqlx
+            // fault with PostgreSQL) is ended by the server instead of holding locks forever.
+            let options = PgConnectOptions::from_str(url)?.options([("idle_in_transaction_session_timeout", "60s")]);
             let pool = PgPoolOptions::new()
                 .max_connections(16)
                 .acquire_timeout(Duration::from_secs(10))

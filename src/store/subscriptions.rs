@@ -105,7 +105,7 @@ impl Store {
     ) -> Result<SignupOutcome> {
         let now = super::now();
         on_pool!(self, |pool, d| {
-            let mut tx = pool.begin_with(d.begin_write).await?;
+            let mut tx = super::begin(pool, d.begin_write).await?;
             let (subscriber_id, last_sent, day_start, day_count): (
                 i64,
                 Option<DateTime<Utc>>,
@@ -269,7 +269,7 @@ impl Store {
     pub async fn purge_unconfirmed(&self, max_age: TimeDelta) -> Result<u64> {
         let cutoff = super::now() - max_age;
         on_pool!(self, |pool, d| {
-            let mut tx = pool.begin_with(d.begin_write).await?;
+            let mut tx = super::begin(pool, d.begin_write).await?;
             let purged = sqlx::query("DELETE FROM subscriptions WHERE status = 'pending' AND consent_at < $1")
                 .bind(cutoff)
                 .execute(&mut *tx)
@@ -326,7 +326,7 @@ impl Store {
     ) -> Result<ConfirmOutcome> {
         let now = super::now();
         on_pool!(self, |pool, d| {
-            let mut tx = pool.begin_with(d.begin_write).await?;
+            let mut tx = super::begin(pool, d.begin_write).await?;
             let row: Option<(i64, i64, DateTime<Utc>, String)> = sqlx::query_as(
                 "SELECT c.id, c.subscriber_id, c.expires_at, s.email
                  FROM confirmations c JOIN subscribers s ON s.id = c.subscriber_id
@@ -442,7 +442,7 @@ impl Store {
     pub async fn unsubscribe(&self, subscription_id: i64) -> Result<()> {
         let now = super::now();
         on_pool!(self, |pool, d| {
-            let mut tx = pool.begin_with(d.begin_write).await?;
+            let mut tx = super::begin(pool, d.begin_write).await?;
             sqlx::query(
                 "UPDATE subscriptions SET status = 'unsubscribed', unsubscribed_at = $1
                  WHERE id = $2 AND status <> 'unsubscribed'",
