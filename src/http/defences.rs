@@ -128,7 +128,8 @@ impl RateLimiter {
         }
     }
 
-    pub fn tracked(&self) -> usize {
+    #[cfg(test)]
+    fn tracked(&self) -> usize {
         self.buckets.lock().map(|b| b.len()).unwrap_or_default()
     }
 }
