@@ -151,8 +151,8 @@ async fn preview(config: &Config, store: &Store, slug: &str, text: bool) -> Exit
     match crate::digest::build_next(store, config, &list, &DigestRequest::default()).await {
         Ok((_, rendered)) => {
             let (html, text_part) = crate::digest::personalise(
-                &rendered.html,
-                &rendered.text,
+                &rendered.html_body,
+                &rendered.text_body,
                 &rendered.placeholder,
                 "subscriber@example.org",
                 &links.link("/unsubscribe?token=preview"),

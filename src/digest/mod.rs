@@ -42,16 +42,8 @@ struct DigestText<'a> {
     postal_address: Option<&'a str>,
 }
 
-/// A digest rendered once for all its recipients.
-#[derive(Debug, Clone)]
-pub struct Rendered {
-    pub subject: String,
-    pub html: String,
-    pub text: String,
-    /// Marks the per-recipient values: `{placeholder}U` is the unsubscribe URL, `{placeholder}E`
-    /// the address. Random per digest, so no feed text can contain it by design.
-    pub placeholder: String,
-}
+/// A digest rendered once for all its recipients (the shape the store keeps it in).
+pub type Rendered = crate::store::DigestContent;
 
 pub fn default_subject(list: &List, now: DateTime<Utc>, tz: Tz) -> String {
     format!("{} — {}", list.name, now.with_timezone(&tz).format("%-d %B %Y"))
@@ -103,8 +95,8 @@ pub fn render(
         .unwrap_or_else(|| default_subject(list, now, tz));
     Ok(Rendered {
         subject,
-        html,
-        text,
+        html_body: html,
+        text_body: text,
         placeholder,
     })
 }
@@ -168,15 +160,15 @@ mod tests {
         // Dates in the configured zone: 23:30 UTC is already the 29th in Berlin.
         assert_eq!(r.subject, "Daily Briefing — 29 November 2026");
         assert!(
-            r.html.contains("Tom &#38; Jerry") || r.html.contains("Tom &amp; Jerry"),
+            r.html_body.contains("Tom &#38; Jerry") || r.html_body.contains("Tom &amp; Jerry"),
             "{}",
-            r.html
+            r.html_body
         );
-        assert!(r.html.contains("<strong>summary</strong>"), "{}", r.html);
-        assert!(r.text.contains("Tom & Jerry") && r.text.contains("07:30"));
+        assert!(r.html_body.contains("<strong>summary</strong>"), "{}", r.html_body);
+        assert!(r.text_body.contains("Tom & Jerry") && r.text_body.contains("07:30"));
         let (html, text) = personalise(
-            &r.html,
-            &r.text,
+            &r.html_body,
+            &r.text_body,
             &r.placeholder,
             "o'neil@x.org",
             "https://n.example/u?token=1.a",
@@ -280,12 +272,6 @@ pub async fn queue(
             config.timezone,
             config.postal_address.as_deref(),
         )
-        .map(|r| crate::store::DigestContent {
-            subject: r.subject,
-            html_body: r.html,
-            text_body: r.text,
-            placeholder: r.placeholder,
-        })
         .map_err(|e| e.to_string())
     };
     let id = match store.create_digest(&new, render).await? {
@@ -317,7 +303,13 @@ pub fn test_copy(
     links: &crate::mail::Links,
 ) -> crate::store::NewOutboxMessage {
     let unsubscribe = links.link("/unsubscribe?token=test");
-    let (html, text) = personalise(&rendered.html, &rendered.text, &rendered.placeholder, to, &unsubscribe);
+    let (html, text) = personalise(
+        &rendered.html_body,
+        &rendered.text_body,
+        &rendered.placeholder,
+        to,
+        &unsubscribe,
+    );
     let list_id = crate::mail::list_headers(list, &unsubscribe, links.namespace())
         .into_iter()
         .filter(|(name, _)| name == "List-Id");

@@ -12,7 +12,7 @@ use axum::http::header::{
 };
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use base64::Engine;
 
 use super::AppState;
@@ -150,10 +150,7 @@ pub async fn rate_limit(State(state): State<AppState>, request: Request, next: N
                 "rate_limited",
                 format!("Too many requests from your address. Please try again in {seconds} seconds."),
             );
-            let mut response = match Format::of(request.headers()) {
-                Format::Json => err.into_response(),
-                Format::Html => err.into_html(),
-            };
+            let mut response = err.for_client(Format::of(request.headers()));
             response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(seconds));
             response
         }
@@ -166,22 +163,17 @@ pub async fn deadline(State(state): State<AppState>, request: Request, next: Nex
     let format = Format::of(request.headers());
     match tokio::time::timeout(state.config.request_timeout, next.run(request)).await {
         Ok(response) => response,
-        Err(_) => {
-            let err = ApiError::new(
-                StatusCode::REQUEST_TIMEOUT,
-                "request_timeout",
-                "The request took too long. Please try again.",
-            );
-            match format {
-                Format::Json => err.into_response(),
-                Format::Html => err.into_html(),
-            }
-        }
+        Err(_) => ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            "The request took too long. Please try again.",
+        )
+        .for_client(format),
     }
 }
 
 /// The script-src hash of an inline script: CSP allows exactly these bytes and nothing else.
-pub fn script_hash(script: &str) -> String {
+fn script_hash(script: &str) -> String {
     let digest = <sha2::Sha256 as sha2::Digest>::digest(script.as_bytes());
     format!("'sha256-{}'", base64::engine::general_purpose::STANDARD.encode(digest))
 }

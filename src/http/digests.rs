@@ -180,8 +180,8 @@ pub async fn preview(
     let (_, rendered) =
         crate::digest::build_next(&state.store, &state.config, &list, &DigestRequest::default()).await?;
     let (html, text) = crate::digest::personalise(
-        &rendered.html,
-        &rendered.text,
+        &rendered.html_body,
+        &rendered.text_body,
         &rendered.placeholder,
         "subscriber@example.org",
         &state.links.link("/unsubscribe?token=preview"),

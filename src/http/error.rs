@@ -64,6 +64,14 @@ impl ApiError {
         )
     }
 
+    /// The error as the client asked for it: the JSON shape, or a page for browsers.
+    pub fn for_client(self, format: super::extract::Format) -> Response {
+        match format {
+            super::extract::Format::Json => self.into_response(),
+            super::extract::Format::Html => self.into_html(),
+        }
+    }
+
     /// The same error as a page, for browsers.
     pub fn into_html(self) -> Response {
         let title = self.status.canonical_reason().unwrap_or("Error");

@@ -162,11 +162,7 @@ pub fn router(state: AppState) -> Router {
 }
 
 async fn not_found(headers: axum::http::HeaderMap) -> Response {
-    let err = ApiError::not_found("There is nothing at this address.");
-    match extract::Format::of(&headers) {
-        extract::Format::Json => err.into_response(),
-        extract::Format::Html => err.into_html(),
-    }
+    ApiError::not_found("There is nothing at this address.").for_client(extract::Format::of(&headers))
 }
 
 async fn method_not_allowed() -> Response {

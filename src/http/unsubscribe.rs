@@ -26,10 +26,7 @@ fn token_error(format: Format, e: UnsubscribeTokenError) -> Response {
         UnsubscribeTokenError::Malformed => ApiError::new(StatusCode::BAD_REQUEST, "malformed_token", e.to_string()),
         UnsubscribeTokenError::BadSignature => ApiError::new(StatusCode::NOT_FOUND, "unknown_token", e.to_string()),
     };
-    match format {
-        Format::Json => err.into_response(),
-        Format::Html => err.into_html(),
-    }
+    err.for_client(format)
 }
 
 /// `GET /unsubscribe?token=…`: a page with one button; changes nothing.

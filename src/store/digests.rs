@@ -60,10 +60,13 @@ pub struct NewDigest<'a> {
 }
 
 /// The rendered part every recipient of a digest shares.
+#[derive(Debug, Clone)]
 pub struct DigestContent {
     pub subject: String,
     pub html_body: String,
     pub text_body: String,
+    /// Marks the per-recipient values: `{placeholder}U` is the unsubscribe URL, `{placeholder}E`
+    /// the address. Random per digest, so no feed text can contain it by design.
     pub placeholder: String,
 }
 
@@ -182,12 +185,13 @@ impl Store {
             if items.is_empty() {
                 return Ok(NextDigest::NoItems);
             }
-            let confirmed: i64 =
-                sqlx::query_scalar("SELECT COUNT(*) FROM subscriptions WHERE list_id = $1 AND status = 'confirmed'")
+            // Any one confirmed reader will do: no need to count them all while holding the list.
+            let confirmed: Option<i32> =
+                sqlx::query_scalar("SELECT 1 FROM subscriptions WHERE list_id = $1 AND status = 'confirmed' LIMIT 1")
                     .bind(new.list_id)
-                    .fetch_one(&mut *tx)
+                    .fetch_optional(&mut *tx)
                     .await?;
-            if confirmed == 0 {
+            if confirmed.is_none() {
                 return Ok(NextDigest::NoRecipients);
             }
             let content = match render(&items) {
