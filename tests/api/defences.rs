@@ -25,7 +25,7 @@ async fn count(app: &TestApp, sql: &'static str) -> i64 {
     app.sql_strings(sql).await[0].parse().expect("a count")
 }
 
-fn signup_from(app: &TestApp, email: &str, forwarded_for: Option<&str>) -> reqwest::RequestBuilder {
+async fn signup_from(app: &TestApp, email: &str, forwarded_for: Option<&str>) -> reqwest::Response {
     let mut request = app
         .client
         .post(app.url("/subscriptions"))
@@ -33,24 +33,18 @@ fn signup_from(app: &TestApp, email: &str, forwarded_for: Option<&str>) -> reqwe
     if let Some(ip) = forwarded_for {
         request = request.header("X-Forwarded-For", ip);
     }
-    request
+    request.send().await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signups_are_rate_limited_per_client() {
     let app = sqlite_app(&[("BULLETIN_RATE_LIMIT", "3")]).await;
     for n in 0..3 {
-        let r = signup_from(&app, &format!("r{n}@news.example"), None)
-            .send()
-            .await
-            .unwrap();
+        let r = signup_from(&app, &format!("r{n}@news.example"), None).await;
         assert_eq!(r.status(), 202);
     }
     // Claiming another address in X-Forwarded-For does not help: the peer is no trusted proxy.
-    let r = signup_from(&app, "r3@news.example", Some("203.0.113.9"))
-        .send()
-        .await
-        .unwrap();
+    let r = signup_from(&app, "r3@news.example", Some("203.0.113.9")).await;
     let retry_after: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
     assert!(
         (1..=20).contains(&retry_after),
@@ -94,27 +88,15 @@ async fn behind_a_trusted_proxy_the_forwarded_client_counts() {
     ])
     .await;
     for n in 0..2 {
-        let r = signup_from(&app, &format!("a{n}@news.example"), Some("198.51.100.1, 10.1.1.1"))
-            .send()
-            .await
-            .unwrap();
+        let r = signup_from(&app, &format!("a{n}@news.example"), Some("198.51.100.1, 10.1.1.1")).await;
         assert_eq!(r.status(), 202);
     }
-    let r = signup_from(&app, "a2@news.example", Some("198.51.100.1"))
-        .send()
-        .await
-        .unwrap();
+    let r = signup_from(&app, "a2@news.example", Some("198.51.100.1")).await;
     assert_eq!(r.status(), 429, "the same client through another proxy hop");
     // A client spoofing the left of the header is still counted by the hop our proxy saw.
-    let r = signup_from(&app, "a3@news.example", Some("1.2.3.4, 198.51.100.1"))
-        .send()
-        .await
-        .unwrap();
+    let r = signup_from(&app, "a3@news.example", Some("1.2.3.4, 198.51.100.1")).await;
     assert_eq!(r.status(), 429);
-    let r = signup_from(&app, "b0@news.example", Some("198.51.100.2"))
-        .send()
-        .await
-        .unwrap();
+    let r = signup_from(&app, "b0@news.example", Some("198.51.100.2")).await;
     assert_eq!(r.status(), 202, "another client has its own budget");
     let ips = app
         .sql_strings("SELECT consent_ip FROM subscriptions ORDER BY id")
