@@ -10,25 +10,8 @@
 set -euo pipefail
 N=${1:-100000}
 BACKEND=${2:-sqlite}
-cd "$(dirname "$0")/.."
-cargo build --release --quiet
-BIN=$PWD/target/release/bulletin
-WORK=$(mktemp -d)
-PORT=$((20000 + RANDOM % 20000))
-trap 'kill ${SINK:-} 2>/dev/null || true; rm -rf "$WORK"; [ -z "${DB:-}" ] || psql -q -h 127.0.0.1 -U postgres -d postgres -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)"' EXIT
-
-smtp-sink -u nobody 127.0.0.1:$PORT 1024 &
-SINK=$!
-
-if [ "$BACKEND" = postgres ]; then
-  DB=bulletin_bench_$$
-  psql -q -h 127.0.0.1 -U postgres -d postgres -c "DROP DATABASE IF EXISTS $DB" -c "CREATE DATABASE $DB"
-  export DATABASE_URL=postgres://postgres@127.0.0.1:5432/$DB
-else
-  export DATABASE_URL=sqlite://$WORK/bench.db
-fi
-export BULLETIN_SMTP_URL=smtp://127.0.0.1:$PORT RUST_LOG=warn BULLETIN_POSTAL_ADDRESS="1 Bench Street"
-export BULLETIN_PUBLIC_URL=https://news.example
+source "$(dirname "$0")/bench-env.sh"
+export BULLETIN_POSTAL_ADDRESS="1 Bench Street"
 
 python3 - "$N" > "$WORK/subscribers.csv" <<'PY'
 import sys
@@ -43,10 +26,7 @@ echo "== import of $N confirmed subscribers ($BACKEND)"
   $BIN subscribers import daily "$WORK/subscribers.csv" --confirmed --consent "benchmark"
 
 # Ten items pushed through the API of a short-lived server.
-API_PORT=$((PORT + 1))
-BULLETIN_LISTEN=127.0.0.1:$API_PORT BULLETIN_ADMIN_TOKEN=bench $BIN serve 2> "$WORK/serve.log" &
-SERVE=$!
-for _ in $(seq 1 50); do curl -sf "http://127.0.0.1:$API_PORT/healthz" > /dev/null && break; sleep 0.1; done
+BULLETIN_ADMIN_TOKEN=bench serve_api
 python3 - > "$WORK/items.json" <<'PY'
 import json, datetime
 now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
@@ -67,6 +47,3 @@ END=$(date +%s.%N)
 python3 -c "print(f'rate: {$N / ($END - $START):.0f} messages/s')"
 $BIN digest status | head -3
 
-if [ "$BACKEND" = postgres ]; then
-  psql -q -h 127.0.0.1 -U postgres -d postgres -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)"
-fi

@@ -11,31 +11,11 @@ set -euo pipefail
 BACKEND=${1:-sqlite}
 SECONDS_TO_RUN=${2:-20}
 CONNECTIONS=${3:-32}
-cd "$(dirname "$0")/.."
-cargo build --release --quiet
-BIN=$PWD/target/release/bulletin
-WORK=$(mktemp -d)
-PORT=$((20000 + RANDOM % 20000))
-API_PORT=$((PORT + 1))
-trap 'kill ${SERVE:-} ${SINK:-} 2>/dev/null || true; rm -rf "$WORK"; [ -z "${DB:-}" ] || psql -q -h 127.0.0.1 -U postgres -d postgres -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)"' EXIT
-
-smtp-sink -u nobody 127.0.0.1:$PORT 1024 &
-SINK=$!
-
-if [ "$BACKEND" = postgres ]; then
-  DB=bulletin_signup_bench_$$
-  psql -q -h 127.0.0.1 -U postgres -d postgres -c "DROP DATABASE IF EXISTS $DB" -c "CREATE DATABASE $DB"
-  export DATABASE_URL=postgres://postgres@127.0.0.1:5432/$DB
-else
-  export DATABASE_URL=sqlite://$WORK/bench.db
-fi
-export BULLETIN_SMTP_URL=smtp://127.0.0.1:$PORT RUST_LOG=warn BULLETIN_RATE_LIMIT=0
-export BULLETIN_LISTEN=127.0.0.1:$API_PORT BULLETIN_PUBLIC_URL=https://news.example
+source "$(dirname "$0")/bench-env.sh"
+export BULLETIN_RATE_LIMIT=0
 
 $BIN lists create daily --name "Daily Briefing" > /dev/null
-$BIN serve 2> "$WORK/serve.log" &
-SERVE=$!
-for _ in $(seq 1 50); do curl -sf "http://127.0.0.1:$API_PORT/healthz" > /dev/null && break; sleep 0.1; done
+serve_api
 
 cat > "$WORK/signup.lua" <<'LUA'
 -- Every request a new address: thread number and a counter within the thread.
