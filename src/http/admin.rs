@@ -109,7 +109,11 @@ pub async fn create_list(
     ApiJson(body): ApiJson<CreateList>,
 ) -> Result<Response, ApiError> {
     let new = parse_new_list(&body.slug, &body.name, &body.description)?;
-    match state.store.create_list(&new).await {
+    let created = state.store.create_list(&new).await;
+    if created.is_ok() {
+        state.lists.forget();
+    }
+    match created {
         Ok(list) => Ok((
             StatusCode::CREATED,
             Json(ListView {

@@ -193,7 +193,7 @@ pub async fn resend(
         Err(e) => return ApiError::from(e).into_html(),
     };
     let started = match EmailAddress::parse(&email) {
-        Ok(email) => super::subscriptions::start_opt_in(&state, &email, &lists, &origin).await,
+        Ok(email) => super::subscriptions::start_opt_in(&state, email, lists, origin).await,
         Err(e) => Err(ApiError::internal(e)),
     };
     if let Err(e) = started {

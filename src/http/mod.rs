@@ -51,6 +51,10 @@ pub struct StateInner {
     pub feeds_wake: Arc<Notify>,
     pub poller: crate::feeds::Poller,
     pub rate_limiter: defences::RateLimiter,
+    /// Writes signups in batches (group commit).
+    pub signups: crate::signup::SignupWriter,
+    /// The lists, for the signup path.
+    pub lists: crate::signup::ListCache,
     /// The Content-Security-Policy header, computed once.
     pub csp: axum::http::HeaderValue,
 }
@@ -68,8 +72,11 @@ impl AppState {
         let poller = crate::feeds::Poller::new(store.clone(), feeds_wake.clone());
         let admin_tokens = admin::token_digests(&config.admin_tokens);
         let rate_limiter = defences::RateLimiter::new(config.rate_limit, defences::RateLimiter::MAX_KEYS);
+        let signups = crate::signup::SignupWriter::spawn(store.clone(), config.clone(), sender_wake.clone());
         AppState(Arc::new(StateInner {
             rate_limiter,
+            signups,
+            lists: crate::signup::ListCache::default(),
             csp: defences::content_security_policy(),
             store,
             config,

@@ -80,28 +80,29 @@ async fn signup(
         }
     };
     let lists = resolve_lists(state, &request.lists).await?;
-    start_opt_in(state, &email, &lists, origin).await
+    start_opt_in(state, email, lists, origin.clone()).await
 }
 
-/// Records a signup for `lists` and queues its confirmation email (subject to the resend window).
+/// Records a signup for `lists` with the next batch and queues its confirmation email (subject
+/// to the caps); answers once it is committed.
 pub async fn start_opt_in(
     state: &AppState,
-    email: &EmailAddress,
-    lists: &[List],
-    origin: &crate::store::RequestOrigin,
+    email: EmailAddress,
+    lists: Vec<List>,
+    origin: crate::store::RequestOrigin,
 ) -> Result<(), ApiError> {
-    crate::signup::start_opt_in(&state.store, &state.config, email, lists, origin).await?;
-    state.wake_sender();
+    let signup = crate::signup::Signup::new(email, lists, origin);
+    state.signups.submit(signup).await?;
     Ok(())
 }
 
 /// The requested lists, de-duplicated in order; or the only list when none is named.
 async fn resolve_lists(state: &AppState, requested: &[String]) -> Result<Vec<List>, ApiError> {
-    let all = state.store.lists().await?;
+    let (all, found) = state.lists.lookup(&state.store, requested).await?;
     if requested.is_empty() {
-        return match <[List; 1]>::try_from(all) {
-            Ok([only]) => Ok(vec![only]),
-            Err(_) => Err(ApiError::invalid(
+        return match &*all {
+            [only] => Ok(vec![only.clone()]),
+            _ => Err(ApiError::invalid(
                 "no_list",
                 "lists",
                 "Please choose at least one newsletter.",
@@ -110,10 +111,10 @@ async fn resolve_lists(state: &AppState, requested: &[String]) -> Result<Vec<Lis
     }
     let mut chosen: Vec<List> = Vec::new();
     let mut unknown: Vec<&str> = Vec::new();
-    for slug in requested {
+    for (slug, list) in requested.iter().zip(found) {
         let slug = slug.trim();
-        match all.iter().find(|l| l.slug == slug) {
-            Some(list) if !chosen.iter().any(|c| c.id == list.id) => chosen.push(list.clone()),
+        match list {
+            Some(list) if !chosen.iter().any(|c| c.id == list.id) => chosen.push(list),
             Some(_) => {}
             None if !unknown.contains(&slug) => unknown.push(slug),
             None => {}

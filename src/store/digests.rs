@@ -4,7 +4,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use serde::Serialize;
 use sqlx::AssertSqlSafe;
 
-use super::{Result, Store, StoreError, conflict_on_unique, now, on_pool};
+use super::{Result, Store, StoreError, conflict_on_unique, now, on_pool, on_writer};
 
 /// Delivery rows written per transaction: small enough that SQLite's write lock is held briefly
 /// (signups keep flowing), large enough to fill 100,000 rows in a few dozen transactions.
@@ -150,7 +150,7 @@ impl Store {
         render: impl FnOnce(&[DigestItem]) -> std::result::Result<DigestContent, String>,
     ) -> Result<NextDigest> {
         let now = now();
-        on_pool!(self, |pool, d| {
+        on_writer!(self, |pool, d| {
             let mut tx = super::begin(pool, d.begin_write).await?;
             // SQLite's write lock already serialises; PostgreSQL needs the list's row lock.
             let lock = format!("SELECT id FROM lists WHERE id = $1 {}", d.for_update);
@@ -240,7 +240,7 @@ impl Store {
     /// Writes the next chunk of delivery rows (`INSERT … SELECT` over a keyset range of the list's
     /// subscribers confirmed before the digest was created). Returns `true` once all are written.
     pub async fn enqueue_deliveries(&self, digest_id: i64) -> Result<bool> {
-        on_pool!(self, |pool, d| {
+        on_writer!(self, |pool, d| {
             let mut tx = super::begin(pool, d.begin_write).await?;
             let row: Option<(i64, i64, bool, DateTime<Utc>)> =
                 sqlx::query_as("SELECT list_id, enqueue_cursor, enqueued, created_at FROM digests WHERE id = $1")
@@ -333,7 +333,7 @@ impl Store {
     /// Returns `false` when it was already done.
     pub async fn cancel_digest(&self, id: i64) -> Result<bool> {
         let now = now();
-        on_pool!(self, |pool, d| {
+        on_writer!(self, |pool, d| {
             let mut tx = super::begin(pool, d.begin_write).await?;
             let status: Option<String> = sqlx::query_scalar("SELECT status FROM digests WHERE id = $1")
                 .bind(id)
@@ -402,7 +402,7 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<Delivery>> {
         let now = now();
-        on_pool!(self, |pool, d| {
+        on_writer!(self, |pool, d| {
             let sql = d.claim(
                 "deliveries",
                 "status = 'queued' AND next_attempt_at <= $3",
@@ -423,7 +423,7 @@ impl Store {
 
     /// Marks a digest as sending when its first delivery is claimed.
     pub async fn digest_started(&self, id: i64) -> Result<()> {
-        on_pool!(self, |pool, _d| {
+        on_writer!(self, |pool, _d| {
             sqlx::query("UPDATE digests SET status = 'sending', started_at = $1 WHERE id = $2 AND status = 'queued'")
                 .bind(now())
                 .bind(id)
@@ -435,7 +435,7 @@ impl Store {
 
     /// Marks a digest done once every delivery row is written and none is left queued.
     pub async fn finish_digest_if_complete(&self, id: i64) -> Result<bool> {
-        on_pool!(self, |pool, _d| {
+        on_writer!(self, |pool, _d| {
             let done = sqlx::query(
                 "UPDATE digests SET status = 'done', finished_at = $1
                  WHERE id = $2 AND status IN ('queued', 'sending') AND enqueued = TRUE

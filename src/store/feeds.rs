@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::AssertSqlSafe;
 
-use super::{Result, Store, StoreError, conflict_on_unique, now, on_pool};
+use super::{Result, Store, StoreError, conflict_on_unique, now, on_pool, on_writer};
 
 /// What a successful poll learnt about the feed for the next one.
 #[derive(Debug, Clone, Copy)]
@@ -63,7 +63,7 @@ impl Store {
     /// Adds a polled feed to a list, due at once. `Conflict` when the list has that URL already.
     pub async fn create_feed(&self, list_id: i64, url: &str, poll_interval_secs: i64) -> Result<Feed> {
         let now = now();
-        let id: i64 = on_pool!(self, |pool, _d| {
+        let id: i64 = on_writer!(self, |pool, _d| {
             sqlx::query_scalar(
                 "INSERT INTO feeds (list_id, url, kind, poll_interval_secs, next_poll_at, created_at)
                  VALUES ($1, $2, 'poll', $3, $4, $4) RETURNING id",
@@ -103,7 +103,7 @@ impl Store {
 
     /// Removes a feed and its items. (Items already sent in a digest are kept by the digest.)
     pub async fn delete_feed(&self, id: i64) -> Result<()> {
-        on_pool!(self, |pool, d| {
+        on_writer!(self, |pool, d| {
             let mut tx = super::begin(pool, d.begin_write).await?;
             // Items a digest carried stay (their feed becomes NULL); the others go.
             sqlx::query(
@@ -129,7 +129,7 @@ impl Store {
     /// Leases up to `limit` polled feeds that are due.
     pub async fn claim_due_feeds(&self, worker: &str, lease_until: DateTime<Utc>, limit: i64) -> Result<Vec<Feed>> {
         let now = now();
-        let ids: Vec<i64> = on_pool!(self, |pool, d| {
+        let ids: Vec<i64> = on_writer!(self, |pool, d| {
             let sql = d.claim("feeds", "kind = 'poll' AND next_poll_at <= $3", "next_poll_at", "id");
             sqlx::query_scalar(AssertSqlSafe(sql))
                 .bind(lease_until)
@@ -149,7 +149,7 @@ impl Store {
     /// Leases one feed now, whether due or not; `false` while another poll of it holds the lease.
     pub async fn try_claim_feed(&self, id: i64, worker: &str, lease_until: DateTime<Utc>) -> Result<bool> {
         let now = now();
-        on_pool!(self, |pool, _d| {
+        on_writer!(self, |pool, _d| {
             let claimed = sqlx::query(
                 "UPDATE feeds SET lease_until = $1, leased_by = $2
                  WHERE id = $3 AND kind = 'poll' AND (lease_until IS NULL OR lease_until < $4)",
@@ -185,7 +185,7 @@ impl Store {
 
     /// Records a failed poll; items already stored are untouched.
     pub async fn record_poll_failure(&self, id: i64, error: &str, next_poll_at: DateTime<Utc>) -> Result<()> {
-        on_pool!(self, |pool, _d| {
+        on_writer!(self, |pool, _d| {
             sqlx::query(
                 "UPDATE feeds SET last_polled_at = $1, last_error = $2,
                         consecutive_failures = consecutive_failures + 1, next_poll_at = $3,
@@ -205,7 +205,7 @@ impl Store {
     /// The list's own feed for pushed items, made on first use.
     pub async fn push_feed(&self, list_id: i64) -> Result<i64> {
         let now = now();
-        on_pool!(self, |pool, _d| {
+        on_writer!(self, |pool, _d| {
             sqlx::query(
                 "INSERT INTO feeds (list_id, url, kind, poll_interval_secs, next_poll_at, created_at)
                  VALUES ($1, 'push', 'push', 0, $2, $2) ON CONFLICT (list_id, url) DO NOTHING",
@@ -232,7 +232,7 @@ impl Store {
     ) -> Result<IngestCounts> {
         let now = now();
         let mut counts = IngestCounts::default();
-        on_pool!(self, |pool, d| {
+        on_writer!(self, |pool, d| {
             let mut tx = super::begin(pool, d.begin_write).await?;
             for item in items {
                 type Existing = (i64, String, Option<String>, String, DateTime<Utc>);

@@ -2,7 +2,7 @@
 
 use sqlx::QueryBuilder;
 
-use super::{Result, Store, now, on_pool};
+use super::{Result, Store, now, on_writer};
 use crate::domain::EmailAddress;
 
 /// Rows per statement: 5 bound values each stays far below SQLite's 32,766-variable limit.
@@ -25,7 +25,7 @@ impl Store {
         }
         let now = now();
         let mut imported = 0;
-        on_pool!(self, |pool, d| {
+        on_writer!(self, |pool, d| {
             let mut tx = super::begin(pool, d.begin_write).await?;
             for chunk in rows.chunks(ROWS_PER_STATEMENT) {
                 let mut insert = QueryBuilder::new("INSERT INTO subscribers (email, email_key, name, created_at) ");

@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::{Result, Store, StoreError, conflict_on_unique, now, on_pool};
+use super::{Result, Store, StoreError, conflict_on_unique, now, on_pool, on_writer};
 use crate::domain::ListSlug;
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
@@ -33,7 +33,7 @@ pub struct NewList {
 impl Store {
     /// Creates a list; `Conflict` when the slug is taken.
     pub async fn create_list(&self, new: &NewList) -> Result<List> {
-        on_pool!(self, |pool, _d| {
+        on_writer!(self, |pool, _d| {
             sqlx::query_as::<_, List>(
                 "INSERT INTO lists (slug, name, description, created_at) VALUES ($1, $2, $3, $4)
                  RETURNING id, slug, name, description, created_at",

@@ -8,6 +8,7 @@ mod import;
 mod lists;
 pub mod outbox;
 mod settings;
+mod signups;
 mod subscriptions;
 mod suppressions;
 
@@ -16,9 +17,9 @@ pub use feeds::{Feed, IngestCounts, NewItem, PollValidators};
 pub use import::ImportRow;
 pub use lists::{List, ListCounts, NewList};
 pub use outbox::{NewOutboxMessage, OutboxMessage, Queue};
+pub use signups::{NewSignup, SignupOutcome, SignupRules};
 pub use subscriptions::{
-    ConfirmOutcome, NewSignup, RequestOrigin, SignupOutcome, SubscriberPage, SubscriberRow, SubscriptionInfo,
-    SubscriptionStatus,
+    ConfirmOutcome, RequestOrigin, SubscriberPage, SubscriberRow, SubscriptionInfo, SubscriptionStatus,
 };
 pub use suppressions::Suppression;
 
@@ -41,6 +42,9 @@ pub enum StoreError {
     Database(#[from] sqlx::Error),
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A batch written for many callers failed; each of them gets this.
+    #[error("{0}")]
+    Batch(String),
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -95,13 +99,15 @@ pub(crate) const POSTGRES: Dialect = Dialect {
 };
 
 /// Runs `$body` with `$pool` bound to the backing pool and `$d` to its [`Dialect`]. The body is
-/// compiled once per backend, so one query text serves both.
+/// compiled once per backend, so one query text serves both. `on_pool!` reads (on SQLite, from
+/// the pool of readers); `on_writer!` writes (on SQLite, on the one writer connection).
 macro_rules! on_pool {
-    ($store:expr, |$pool:ident, $d:ident| $body:expr) => {
+    (@$role:ident $store:expr, |$pool:ident, $d:ident| $body:expr) => {
         match $store {
-            $crate::store::Store::Sqlite($pool) => {
+            $crate::store::Store::Sqlite(db) => {
                 #[allow(unused_variables)]
                 let $d = &$crate::store::SQLITE;
+                let $pool = &db.$role;
                 $body
             }
             $crate::store::Store::Postgres($pool) => {
@@ -111,14 +117,33 @@ macro_rules! on_pool {
             }
         }
     };
+    ($store:expr, |$pool:ident, $d:ident| $body:expr) => {
+        $crate::store::on_pool!(@read $store, |$pool, $d| $body)
+    };
 }
-pub(crate) use on_pool;
+macro_rules! on_writer {
+    ($store:expr, |$pool:ident, $d:ident| $body:expr) => {
+        $crate::store::on_pool!(@write $store, |$pool, $d| $body)
+    };
+}
+pub(crate) use {on_pool, on_writer};
 
 /// The database behind Bulletin. Cheap to clone (pools are reference counted).
 #[derive(Clone, Debug)]
 pub enum Store {
-    Sqlite(SqlitePool),
+    Sqlite(SqliteStore),
     Postgres(PgPool),
+}
+
+/// SQLite lets one connection write at a time, and a connection that finds the file locked
+/// sleeps in the busy handler (1 ms, 2 ms, … 100 ms) however soon the lock is free: under load
+/// that is where the time goes. So this process writes through one connection, whose callers
+/// queue in order without sleeping, and reads through a pool beside it (WAL: readers never wait
+/// for the writer). Other processes on the same file still meet the busy timeout.
+#[derive(Clone, Debug)]
+pub struct SqliteStore {
+    pub read: SqlitePool,
+    pub write: SqlitePool,
 }
 
 /// Begins a transaction with `statement`, in a task of its own. A caller's future may be dropped
@@ -154,12 +179,19 @@ impl Store {
                 .synchronous(SqliteSynchronous::Normal)
                 .busy_timeout(Duration::from_secs(10))
                 .foreign_keys(true);
-            let pool = SqlitePoolOptions::new()
+            let write = SqlitePoolOptions::new()
+                .max_connections(1)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect_with(options.clone())
+                .await?;
+            // Read-only: a write sent to the readers by mistake fails loudly instead of
+            // contending with the writer.
+            let read = SqlitePoolOptions::new()
                 .max_connections(8)
                 .acquire_timeout(Duration::from_secs(10))
-                .connect_with(options)
+                .connect_with(options.read_only(true))
                 .await?;
-            Ok(Store::Sqlite(pool))
+            Ok(Store::Sqlite(SqliteStore { read, write }))
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             // Defence in depth: a transaction left open by a cancelled future (a known sqlx
             // fault with PostgreSQL) is ended by the server instead of holding locks forever.
@@ -187,7 +219,7 @@ impl Store {
     /// Applies the embedded migrations of this backend. Safe to run from several processes.
     pub async fn migrate(&self) -> Result<()> {
         match self {
-            Store::Sqlite(pool) => sqlx::migrate!("migrations/sqlite").run(pool).await?,
+            Store::Sqlite(db) => sqlx::migrate!("migrations/sqlite").run(&db.write).await?,
             Store::Postgres(pool) => sqlx::migrate!("migrations/postgres").run(pool).await?,
         }
         Ok(())
@@ -202,6 +234,12 @@ impl Store {
     }
 
     pub async fn close(&self) {
-        on_pool!(self, |pool, _d| pool.close().await)
+        match self {
+            Store::Sqlite(db) => {
+                db.write.close().await;
+                db.read.close().await;
+            }
+            Store::Postgres(pool) => pool.close().await,
+        }
     }
 }

@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use sqlx::AssertSqlSafe;
 
-use super::{Result, Store, on_pool};
+use super::{Result, Store, on_pool, on_writer};
 
 /// Lower sends first: confirmations before anything else.
 pub const PRIORITY_CONFIRMATION: i32 = 0;
@@ -21,6 +21,13 @@ pub struct NewOutboxMessage {
     /// Extra headers (List-Id, List-Unsubscribe, ...), already validated.
     pub headers: Vec<(String, String)>,
     pub subscription_id: Option<i64>,
+}
+
+impl NewOutboxMessage {
+    /// The extra headers as stored: a JSON array of `[name, value]` pairs.
+    pub fn headers_json(&self) -> String {
+        serde_json::to_string(&self.headers).unwrap_or_else(|_| "[]".into())
+    }
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -57,7 +64,7 @@ macro_rules! insert_outbox {
         .bind(&$msg.subject)
         .bind(&$msg.text_body)
         .bind(&$msg.html_body)
-        .bind(serde_json::to_string(&$msg.headers).unwrap_or_else(|_| "[]".into()))
+        .bind($msg.headers_json())
         .bind($msg.subscription_id)
         .bind($now)
         .fetch_one($executor)
@@ -81,7 +88,7 @@ impl Store {
     /// Queues `msg` on its own; returns its id.
     pub async fn enqueue(&self, msg: &NewOutboxMessage) -> Result<i64> {
         let now = super::now();
-        on_pool!(self, |pool, _d| Ok(insert_outbox!(pool, msg, now)?))
+        on_writer!(self, |pool, _d| Ok(insert_outbox!(pool, msg, now)?))
     }
 
     /// An outbox message's status and last error.
@@ -104,7 +111,7 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<OutboxMessage>> {
         let now = super::now();
-        on_pool!(self, |pool, d| {
+        on_writer!(self, |pool, d| {
             let sql = d.claim(
                 "outbox",
                 "status = 'queued' AND next_attempt_at <= $3",
@@ -163,7 +170,7 @@ impl Store {
             queue.table()
         );
         for id in ids {
-            on_pool!(self, |pool, _d| {
+            on_writer!(self, |pool, _d| {
                 sqlx::query(AssertSqlSafe(sql.as_str()))
                     .bind(lease_until)
                     .bind(id)
@@ -181,7 +188,7 @@ impl Store {
             return Ok(());
         }
         let now = super::now();
-        on_pool!(self, |pool, _d| {
+        on_writer!(self, |pool, _d| {
             let mut update = sqlx::QueryBuilder::new(format!(
                 "UPDATE {} SET status = 'sent', attempts = attempts + 1, lease_until = NULL, last_error = NULL{}, sent_at = ",
                 queue.table(),
@@ -205,7 +212,7 @@ impl Store {
              WHERE id = $3",
             queue.table()
         );
-        on_pool!(self, |pool, _d| {
+        on_writer!(self, |pool, _d| {
             sqlx::query(AssertSqlSafe(sql))
                 .bind(next_attempt_at)
                 .bind(error)
@@ -224,7 +231,7 @@ impl Store {
             queue.table(),
             queue.finished_extra()
         );
-        on_pool!(self, |pool, _d| {
+        on_writer!(self, |pool, _d| {
             sqlx::query(AssertSqlSafe(sql))
                 .bind(status)
                 .bind(error)
@@ -241,7 +248,7 @@ impl Store {
             "UPDATE {} SET lease_until = NULL WHERE id = $1 AND status = 'queued'",
             queue.table()
         );
-        on_pool!(self, |pool, _d| {
+        on_writer!(self, |pool, _d| {
             sqlx::query(AssertSqlSafe(sql)).bind(id).execute(pool).await?;
         });
         Ok(())

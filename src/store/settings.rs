@@ -1,12 +1,12 @@
 //! Small key/value settings shared by every process on the database.
 
-use super::{Result, Store, on_pool};
+use super::{Result, Store, on_writer};
 
 impl Store {
     /// Stores `value` under `key` unless a value is there already, then returns the stored value.
     /// Two processes starting together therefore agree on one value.
     pub async fn setting_get_or_insert(&self, key: &str, value: &str) -> Result<String> {
-        on_pool!(self, |pool, _d| {
+        on_writer!(self, |pool, _d| {
             sqlx::query("INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING")
                 .bind(key)
                 .bind(value)

@@ -3,8 +3,7 @@
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::Serialize;
 
-use super::{List, NewOutboxMessage, Result, Store, on_pool};
-use crate::domain::EmailAddress;
+use super::{List, NewOutboxMessage, Result, Store, on_pool, on_writer};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -41,30 +40,6 @@ pub struct RequestOrigin {
     pub page: Option<String>,
 }
 
-/// A signup request, already validated.
-pub struct NewSignup<'a> {
-    pub email: &'a EmailAddress,
-    pub lists: &'a [List],
-    pub origin: &'a RequestOrigin,
-    /// SHA-256 of the confirmation token that the email will carry.
-    pub token_hash: &'a str,
-    pub token_ttl: TimeDelta,
-    /// At most one confirmation email per address within this window.
-    pub resend_after: TimeDelta,
-    /// At most this many confirmation emails per address per day.
-    pub daily_cap: i32,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SignupOutcome {
-    /// A confirmation email for these lists was queued.
-    ConfirmationQueued,
-    /// Every requested list is already confirmed: nothing to do.
-    AlreadyConfirmed,
-    /// Subscriptions are pending, but an email went to this address moments ago.
-    Throttled,
-}
-
 #[derive(Debug, Clone)]
 pub enum ConfirmOutcome {
     /// The token is valid: these lists (of its email) are confirmed; `newly` were pending until now.
@@ -95,114 +70,6 @@ pub struct SubscriberPage {
 }
 
 impl Store {
-    /// Records a signup in one write transaction: the subscriber, a `pending` subscription with
-    /// its consent record per list, and (unless throttled or already confirmed) the confirmation
-    /// token and its email in the outbox. `render` builds that email for the lists it confirms.
-    pub async fn signup(
-        &self,
-        signup: NewSignup<'_>,
-        render: impl FnOnce(&[&List]) -> NewOutboxMessage,
-    ) -> Result<SignupOutcome> {
-        let now = super::now();
-        on_pool!(self, |pool, d| {
-            let mut tx = super::begin(pool, d.begin_write).await?;
-            let (subscriber_id, last_sent, day_start, day_count): (
-                i64,
-                Option<DateTime<Utc>>,
-                Option<DateTime<Utc>>,
-                i32,
-            ) = sqlx::query_as(
-                "INSERT INTO subscribers (email, email_key, created_at) VALUES ($1, $2, $3)
-                     ON CONFLICT (email_key) DO UPDATE SET email_key = excluded.email_key
-                     RETURNING id, last_confirmation_at, confirmations_day_start, confirmations_day_count",
-            )
-            .bind(signup.email.as_str())
-            .bind(signup.email.key())
-            .bind(now)
-            .fetch_one(&mut *tx)
-            .await?;
-
-            let confirmed: Vec<i64> = sqlx::query_scalar(
-                "SELECT list_id FROM subscriptions WHERE subscriber_id = $1 AND status = 'confirmed'",
-            )
-            .bind(subscriber_id)
-            .fetch_all(&mut *tx)
-            .await?;
-            let needed: Vec<&List> = signup.lists.iter().filter(|l| !confirmed.contains(&l.id)).collect();
-            if needed.is_empty() {
-                tx.commit().await?;
-                return Ok(SignupOutcome::AlreadyConfirmed);
-            }
-
-            // New, pending and unsubscribed subscriptions all (re)start double opt-in.
-            for list in &needed {
-                sqlx::query(
-                    "INSERT INTO subscriptions (list_id, subscriber_id, status, created_at, consent_at,
-                                                consent_ip, consent_user_agent, consent_page)
-                     VALUES ($1, $2, 'pending', $3, $3, $4, $5, $6)
-                     ON CONFLICT (list_id, subscriber_id) DO UPDATE SET
-                        status = 'pending', consent_at = excluded.consent_at,
-                        consent_ip = excluded.consent_ip,
-                        consent_user_agent = excluded.consent_user_agent,
-                        consent_page = excluded.consent_page,
-                        confirmed_at = NULL, confirm_ip = NULL, confirm_user_agent = NULL,
-                        unsubscribed_at = NULL",
-                )
-                .bind(list.id)
-                .bind(subscriber_id)
-                .bind(now)
-                .bind(signup.origin.ip.as_deref())
-                .bind(signup.origin.user_agent.as_deref())
-                .bind(signup.origin.page.as_deref())
-                .execute(&mut *tx)
-                .await?;
-            }
-
-            // Whatever the source (form, API, resend, import), an address gets at most one
-            // confirmation email per window and `daily_cap` per day; the caller answers the same.
-            let (day_start, day_count) = match day_start {
-                Some(start) if now - start < TimeDelta::days(1) => (start, day_count),
-                _ => (now, 0),
-            };
-            if last_sent.is_some_and(|t| now - t < signup.resend_after) || day_count >= signup.daily_cap {
-                tx.commit().await?;
-                return Ok(SignupOutcome::Throttled);
-            }
-
-            let confirmation_id: i64 = sqlx::query_scalar(
-                "INSERT INTO confirmations (subscriber_id, token_hash, created_at, expires_at)
-                 VALUES ($1, $2, $3, $4) RETURNING id",
-            )
-            .bind(subscriber_id)
-            .bind(signup.token_hash)
-            .bind(now)
-            .bind(now + signup.token_ttl)
-            .fetch_one(&mut *tx)
-            .await?;
-            for list in &needed {
-                sqlx::query("INSERT INTO confirmation_lists (confirmation_id, list_id) VALUES ($1, $2)")
-                    .bind(confirmation_id)
-                    .bind(list.id)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            sqlx::query(
-                "UPDATE subscribers SET last_confirmation_at = $1, confirmations_day_start = $2,
-                                        confirmations_day_count = $3
-                 WHERE id = $4",
-            )
-            .bind(now)
-            .bind(day_start)
-            .bind(day_count + 1)
-            .bind(subscriber_id)
-            .execute(&mut *tx)
-            .await?;
-            Store::enqueue_in(&mut tx, &render(&needed), now).await?;
-            tx.commit().await?;
-            Ok(SignupOutcome::ConfirmationQueued)
-        })
-    }
-
     /// Looks a confirmation token up without changing anything (for the scanner-safe GET).
     pub async fn check_confirmation(&self, token_hash: &str) -> Result<ConfirmOutcome> {
         let now = super::now();
@@ -268,7 +135,7 @@ impl Store {
     /// Returns how many pending subscriptions were removed.
     pub async fn purge_unconfirmed(&self, max_age: TimeDelta) -> Result<u64> {
         let cutoff = super::now() - max_age;
-        on_pool!(self, |pool, d| {
+        on_writer!(self, |pool, d| {
             let mut tx = super::begin(pool, d.begin_write).await?;
             let purged = sqlx::query("DELETE FROM subscriptions WHERE status = 'pending' AND consent_at < $1")
                 .bind(cutoff)
@@ -325,7 +192,7 @@ impl Store {
         mut welcome: impl FnMut(&List, &str, i64) -> NewOutboxMessage,
     ) -> Result<ConfirmOutcome> {
         let now = super::now();
-        on_pool!(self, |pool, d| {
+        on_writer!(self, |pool, d| {
             let mut tx = super::begin(pool, d.begin_write).await?;
             let row: Option<(i64, i64, DateTime<Utc>, String)> = sqlx::query_as(
                 "SELECT c.id, c.subscriber_id, c.expires_at, s.email
@@ -441,7 +308,7 @@ impl Store {
     /// Unsubscribes at once and cancels mail still queued for the subscription. Idempotent.
     pub async fn unsubscribe(&self, subscription_id: i64) -> Result<()> {
         let now = super::now();
-        on_pool!(self, |pool, d| {
+        on_writer!(self, |pool, d| {
             let mut tx = super::begin(pool, d.begin_write).await?;
             sqlx::query(
                 "UPDATE subscriptions SET status = 'unsubscribed', unsubscribed_at = $1

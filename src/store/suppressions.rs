@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::{Result, Store, StoreError, now, on_pool};
+use super::{Result, Store, StoreError, now, on_pool, on_writer};
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct Suppression {
@@ -23,7 +23,7 @@ impl Store {
         reason: &'static str,
         detail: Option<&str>,
     ) -> Result<()> {
-        on_pool!(self, |pool, _d| {
+        on_writer!(self, |pool, _d| {
             sqlx::query(
                 "INSERT INTO suppressions (email_key, email, reason, detail, created_at) VALUES ($1, $2, $3, $4, $5)
                  ON CONFLICT (email_key) DO UPDATE SET reason = excluded.reason, detail = excluded.detail,
@@ -54,7 +54,7 @@ impl Store {
     }
 
     pub async fn unsuppress(&self, email_key: &str) -> Result<()> {
-        on_pool!(self, |pool, _d| {
+        on_writer!(self, |pool, _d| {
             let deleted = sqlx::query("DELETE FROM suppressions WHERE email_key = $1")
                 .bind(email_key)
                 .execute(pool)

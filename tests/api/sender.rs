@@ -222,11 +222,11 @@ async fn sigterm_mid_send_loses_nothing(backend: Backend) {
 
     let store = bulletin::store::Store::connect(db.url()).await.unwrap();
     let rows = match &store {
-        bulletin::store::Store::Sqlite(p) => {
+        bulletin::store::Store::Sqlite(db) => {
             sqlx::query_as::<_, (String, Option<String>)>(
                 "SELECT status, leased_by FROM outbox WHERE lease_until IS NOT NULL OR status = 'sent'",
             )
-            .fetch_all(p)
+            .fetch_all(&db.read)
             .await
         }
         bulletin::store::Store::Postgres(p) => {
@@ -263,11 +263,11 @@ async fn expired_leases_are_taken_over_and_live_ones_are_not(backend: Backend) {
                                        created_at, lease_until, leased_by)
                    VALUES ('confirmation', 0, $2, 'Test', 'text', '<p>html</p>', '[]', $1, $1, $3, 'a-dead-process')";
         match &app.store {
-            bulletin::store::Store::Sqlite(p) => sqlx::query(sql)
+            bulletin::store::Store::Sqlite(db) => sqlx::query(sql)
                 .bind(now)
                 .bind(who)
                 .bind(lease)
-                .execute(p)
+                .execute(&db.write)
                 .await
                 .map(|_| ()),
             bulletin::store::Store::Postgres(p) => sqlx::query(sql)

@@ -287,7 +287,7 @@ impl TestApp {
 impl TestApp {
     pub async fn sql_strings(&self, sql: &'static str) -> Vec<String> {
         match &self.store {
-            Store::Sqlite(p) => sqlx::query_scalar(sql).fetch_all(p).await,
+            Store::Sqlite(db) => sqlx::query_scalar(sql).fetch_all(&db.read).await,
             Store::Postgres(p) => sqlx::query_scalar(sql).fetch_all(p).await,
         }
         .expect(sql)
@@ -319,7 +319,7 @@ impl TestApp {
 
     pub async fn sql_exec(&self, sql: &'static str) {
         match &self.store {
-            Store::Sqlite(p) => sqlx::query(sql).execute(p).await.map(|_| ()),
+            Store::Sqlite(db) => sqlx::query(sql).execute(&db.write).await.map(|_| ()),
             Store::Postgres(p) => sqlx::query(sql).execute(p).await.map(|_| ()),
         }
         .expect(sql)
@@ -327,7 +327,12 @@ impl TestApp {
 
     pub async fn sql_exec_with(&self, sql: &'static str, time: chrono::DateTime<chrono::Utc>, text: &str) {
         match &self.store {
-            Store::Sqlite(p) => sqlx::query(sql).bind(time).bind(text).execute(p).await.map(|_| ()),
+            Store::Sqlite(db) => sqlx::query(sql)
+                .bind(time)
+                .bind(text)
+                .execute(&db.write)
+                .await
+                .map(|_| ()),
             Store::Postgres(p) => sqlx::query(sql).bind(time).bind(text).execute(p).await.map(|_| ()),
         }
         .expect(sql)

@@ -1,0 +1,110 @@
+//! Group commit for signups. Requests hand their signup to a channel; writer tasks take whatever
+//! has gathered (up to `MAX_BATCH`), write it in one transaction, and answer each request once
+//! the batch has committed. Under light load a batch is one signup and nothing waits; under a
+//! burst, one transaction (one fsync on PostgreSQL, one turn of SQLite's writer) carries many.
+//!
+//! A request that goes away (the client hung up, the deadline passed) leaves its signup in the
+//! batch: the writer, not the request, owns the transaction, so no transaction is ever abandoned
+//! half-way.
+
+use std::sync::Arc;
+
+use tokio::sync::{Mutex, Notify, mpsc, oneshot};
+
+use super::Signup;
+use crate::config::Config;
+use crate::store::{SignupOutcome, Store, StoreError};
+
+/// Signups per transaction at most.
+const MAX_BATCH: usize = 256;
+/// Signups waiting for a writer at most; further requests wait for room.
+const QUEUE: usize = 4 * MAX_BATCH;
+
+type Reply = oneshot::Sender<Result<SignupOutcome, StoreError>>;
+
+#[derive(Clone)]
+pub struct SignupWriter {
+    queue: mpsc::Sender<(Signup, Reply)>,
+}
+
+impl SignupWriter {
+    /// Starts the writer tasks of this process. SQLite has one writer connection, so one task;
+    /// PostgreSQL gets two, so that one batch is built while the other commits.
+    pub fn spawn(store: Store, config: Config, wake: Arc<Notify>) -> Self {
+        let (queue, receiver) = mpsc::channel(QUEUE);
+        let receiver = Arc::new(Mutex::new(receiver));
+        let writers = match store {
+            Store::Sqlite(_) => 1,
+            Store::Postgres(_) => 2,
+        };
+        let shared = Arc::new((store, config, wake));
+        for _ in 0..writers {
+            tokio::spawn(run(shared.clone(), receiver.clone()));
+        }
+        Self { queue }
+    }
+
+    /// Records `signup` with the next batch; answers once that batch has committed.
+    pub async fn submit(&self, signup: Signup) -> Result<SignupOutcome, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        if self.queue.send((signup, reply)).await.is_err() {
+            return Err(StoreError::Batch("the signup writer has stopped".into()));
+        }
+        answer
+            .await
+            .unwrap_or_else(|_| Err(StoreError::Batch("the signup writer has stopped".into())))
+    }
+}
+
+/// Takes batches until every `SignupWriter` is dropped and the queue is empty.
+async fn run(shared: Arc<(Store, Config, Arc<Notify>)>, receiver: Arc<Mutex<mpsc::Receiver<(Signup, Reply)>>>) {
+    let (store, config, wake) = &*shared;
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    loop {
+        // Holding the receiver only while taking: the other writer takes the next batch while
+        // this one is written.
+        if receiver.lock().await.recv_many(&mut batch, MAX_BATCH).await == 0 {
+            return;
+        }
+        let (signups, replies): (Vec<Signup>, Vec<Reply>) = batch.drain(..).unzip();
+        let outcomes = write(store, config, &signups).await;
+        if outcomes
+            .iter()
+            .any(|o| matches!(o, Ok(SignupOutcome::ConfirmationQueued)))
+        {
+            wake.notify_one();
+        }
+        for (reply, outcome) in replies.into_iter().zip(outcomes) {
+            // The request may have gone away; its signup is recorded all the same.
+            let _ = reply.send(outcome);
+        }
+    }
+}
+
+/// One transaction for the batch. When the database refuses it (a constraint, say), each signup
+/// is tried alone so that one bad request cannot fail the others; when the database is
+/// unreachable, every request of the batch gets the error at once.
+async fn write(store: &Store, config: &Config, signups: &[Signup]) -> Vec<Result<SignupOutcome, StoreError>> {
+    match super::record(store, config, signups).await {
+        Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
+        Err(StoreError::Database(sqlx::Error::Database(e))) if signups.len() > 1 => {
+            tracing::warn!(error = %e, signups = signups.len(), "a signup batch failed: writing its signups one by one");
+            let mut outcomes = Vec::with_capacity(signups.len());
+            for signup in signups {
+                outcomes.push(
+                    super::record(store, config, std::slice::from_ref(signup))
+                        .await
+                        .map(|mut o| o.pop().unwrap_or(SignupOutcome::Throttled)),
+                );
+            }
+            outcomes
+        }
+        Err(e) => {
+            let message = e.to_string();
+            signups
+                .iter()
+                .map(|_| Err(StoreError::Batch(message.clone())))
+                .collect()
+        }
+    }
+}
