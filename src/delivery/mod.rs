@@ -18,8 +18,8 @@ use tokio::task::JoinSet;
 use std::collections::HashMap;
 
 use crate::mail::transport::{SendError, SmtpSettings, send_on, write_eml};
-use crate::mail::{Composer, Links, Parts};
-use crate::store::{Delivery, DigestParts, OutboxMessage, Queue, Store, now};
+use crate::mail::{Composer, DigestMessage, Links};
+use crate::store::{Claimed, Delivery, OutboxMessage, Queue, Store, now};
 
 /// How long a claim holds before another worker may take the message over.
 pub const LEASE: Duration = Duration::from_secs(30);
@@ -27,7 +27,13 @@ pub const LEASE: Duration = Duration::from_secs(30);
 const RENEW_EVERY: Duration = Duration::from_secs(10);
 /// How often an idle worker looks for messages queued by other processes.
 const IDLE_POLL: Duration = Duration::from_millis(500);
-const BATCH: i64 = 50;
+/// Messages claimed at once. The batch is checked (still subscribed, not cancelled, not
+/// suppressed) in one read when claimed, and again before any message sent more than
+/// `RECHECK_AFTER` after the last check.
+const BATCH: i64 = 100;
+/// The unsubscribe window: a message is sent at most this long after its last check (plus the
+/// one SMTP transaction already under way).
+pub const RECHECK_AFTER: Duration = Duration::from_millis(500);
 /// Accepted messages are recorded at least this often.
 pub const FLUSH_EVERY: Duration = Duration::from_millis(50);
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(3600);
@@ -138,7 +144,7 @@ struct Worker {
     /// Current delay before re-opening a failed session; `None` after a success.
     session_backoff: Option<Duration>,
     /// The shared parts of digests this worker is sending, rendered once per digest.
-    digests: HashMap<i64, Arc<DigestParts>>,
+    digests: HashMap<i64, Arc<DigestMessage>>,
     /// Messages the SMTP server accepted, not yet recorded: written in one statement at least
     /// every `FLUSH_EVERY`, so a crash can only re-send what was accepted just before it.
     accepted: Vec<i64>,
@@ -163,6 +169,13 @@ impl Job {
         match self {
             Job::Outbox(m) => m.id,
             Job::Delivery(d) => d.id,
+        }
+    }
+
+    fn recipient(&self) -> &str {
+        match self {
+            Job::Outbox(m) => &m.recipient,
+            Job::Delivery(d) => &d.recipient,
         }
     }
 
@@ -198,16 +211,30 @@ impl Worker {
             let queue = batch[0].queue();
             let renewal = self.renew_leases(queue, batch.iter().map(Job::id).collect());
             let mut failure = None;
-            let mut rest = batch.iter();
-            for job in rest.by_ref() {
+            let mut rest = batch.iter().peekable();
+            // Checked for the whole batch at claim time, then again whenever the last check is
+            // older than `RECHECK_AFTER`: the unsubscribe window.
+            let mut wanted = Wanted::default();
+            while let Some(job) = rest.peek().copied() {
+                if wanted.is_stale() {
+                    let remaining: Vec<&Job> = rest.clone().collect();
+                    if let Err(e) = wanted.check(&self.sender.store, queue, &remaining).await {
+                        failure = Some(format!("database: {e}"));
+                        break;
+                    }
+                }
+                if !wanted.contains(job.id()) {
+                    rest.next();
+                    continue;
+                }
                 match self.process(job).await {
                     Outcome::Continue => {}
                     Outcome::SessionFailed(e) => {
-                        self.release(job).await;
                         failure = Some(e);
                         break;
                     }
                 }
+                rest.next();
                 if self.first_accepted_at.is_some_and(|t| t.elapsed() >= FLUSH_EVERY) {
                     self.flush(queue).await;
                 }
@@ -216,9 +243,8 @@ impl Worker {
                 }
             }
             self.flush(queue).await;
-            for job in rest {
-                self.release(job).await;
-            }
+            let unsent: Vec<i64> = rest.map(Job::id).collect();
+            record(self.sender.store.queue_release(queue, &unsent).await);
             self.finish_digests(&batch).await;
             renewal.abort();
             if let Some(error) = failure {
@@ -267,12 +293,6 @@ impl Worker {
         })
     }
 
-    async fn release(&self, job: &Job) {
-        if let Err(e) = self.sender.store.queue_release(job.queue(), job.id()).await {
-            tracing::warn!(error = %e, id = job.id(), "sender: cannot release message (its lease will expire)");
-        }
-    }
-
     /// Records the accepted messages in one statement.
     async fn flush(&mut self, queue: Queue) {
         self.first_accepted_at = None;
@@ -305,66 +325,38 @@ impl Worker {
         }
     }
 
-    /// The digest's shared parts, read once per worker.
-    async fn digest(&mut self, id: i64) -> crate::store::Result<Arc<DigestParts>> {
-        if let Some(parts) = self.digests.get(&id) {
-            return Ok(parts.clone());
+    /// The digest's shared part, read and encoded once per worker.
+    async fn digest(&mut self, id: i64) -> crate::store::Result<Arc<DigestMessage>> {
+        if let Some(digest) = self.digests.get(&id) {
+            return Ok(digest.clone());
         }
         self.sender.store.digest_started(id).await?;
-        let parts = Arc::new(self.sender.store.digest_parts(id).await?);
-        self.digests.insert(id, parts.clone());
-        Ok(parts)
+        let parts = self.sender.store.digest_parts(id).await?;
+        let digest = Arc::new(
+            self.sender
+                .composer
+                .prepare_digest(parts, self.sender.links.namespace()),
+        );
+        self.digests.insert(id, digest.clone());
+        Ok(digest)
     }
 
-    /// Whether the message is still wanted, and the message itself.
-    async fn prepare(&mut self, job: &Job) -> Result<Option<(lettre::address::Envelope, Vec<u8>)>, PrepareError> {
-        let store = self.sender.store.clone();
+    /// The message, ready for the wire.
+    async fn prepare(&mut self, job: &Job) -> Result<(lettre::address::Envelope, Vec<u8>), PrepareError> {
         match job {
-            Job::Outbox(msg) => {
-                if let Some(subscription) = msg.subscription_id
-                    && !store.subscription_is_confirmed(subscription).await?
-                {
-                    return Ok(None);
-                }
-                if !store.may_send_to(&msg.recipient, msg.kind == "confirmation").await? {
-                    return Ok(None);
-                }
-                Ok(Some(self.sender.composer.compose(msg).map_err(PrepareError::Compose)?))
-            }
+            Job::Outbox(msg) => Ok(self
+                .sender
+                .composer
+                .compose(msg, &self.sender.links)
+                .map_err(PrepareError::Compose)?),
             Job::Delivery(d) => {
-                if !store
-                    .delivery_wanted(d.digest_id, d.subscription_id, &d.recipient.to_lowercase())
-                    .await?
-                {
-                    return Ok(None);
-                }
-                let parts = self.digest(d.digest_id).await?;
+                let digest = self.digest(d.digest_id).await?;
                 let links = &self.sender.links;
                 let unsubscribe = links.unsubscribe_url(d.subscription_id);
-                let (html, text) = crate::digest::personalise(
-                    &parts.html_body,
-                    &parts.text_body,
-                    &parts.placeholder,
-                    &d.recipient,
-                    &unsubscribe,
-                );
-                let list = crate::store::List {
-                    id: parts.list_id,
-                    slug: parts.list_slug.clone(),
-                    name: parts.list_name.clone(),
-                    description: String::new(),
-                    created_at: now(),
-                };
-                let built = self.sender.composer.build(&Parts {
-                    kind: "digest",
-                    id: d.id,
-                    recipient: &d.recipient,
-                    subject: &parts.subject,
-                    text,
-                    html,
-                    headers: crate::mail::list_headers(&list, &unsubscribe, links.namespace()),
-                });
-                Ok(Some(built.map_err(PrepareError::Compose)?))
+                self.sender
+                    .composer
+                    .digest_for(&digest, d.id, &d.recipient, &unsubscribe, links.namespace())
+                    .map_err(PrepareError::Compose)
             }
         }
     }
@@ -373,15 +365,7 @@ impl Worker {
         let store = self.sender.store.clone();
         let (queue, id) = (job.queue(), job.id());
         let (envelope, raw) = match self.prepare(job).await {
-            Ok(Some(built)) => built,
-            Ok(None) => {
-                record(
-                    store
-                        .queue_fail(queue, id, "cancelled", "no longer wanted (unsubscribed or cancelled)")
-                        .await,
-                );
-                return Outcome::Continue;
-            }
+            Ok(built) => built,
             Err(PrepareError::Compose(e)) => {
                 record(store.queue_fail(queue, id, "failed", &e).await);
                 return Outcome::Continue;
@@ -486,6 +470,58 @@ impl Worker {
         };
         self.session_backoff = Some(next);
         next
+    }
+}
+
+/// Which messages of a batch are still wanted, and since when that is known.
+#[derive(Default)]
+struct Wanted {
+    ids: std::collections::HashSet<i64>,
+    checked_at: Option<std::time::Instant>,
+}
+
+impl Wanted {
+    fn is_stale(&self) -> bool {
+        self.checked_at.is_none_or(|t| t.elapsed() >= RECHECK_AFTER)
+    }
+
+    fn contains(&self, id: i64) -> bool {
+        self.ids.contains(&id)
+    }
+
+    /// Checks `jobs` in one read; those no longer wanted are cancelled.
+    async fn check(&mut self, store: &Store, queue: Queue, jobs: &[&Job]) -> crate::store::Result<()> {
+        let keys: Vec<String> = jobs.iter().map(|j| j.recipient().to_lowercase()).collect();
+        let claimed: Vec<Claimed<'_>> = jobs
+            .iter()
+            .zip(&keys)
+            .map(|(j, key)| Claimed {
+                id: j.id(),
+                email_key: key,
+                is_confirmation: matches!(j, Job::Outbox(m) if m.kind == "confirmation"),
+            })
+            .collect();
+        let checked_at = std::time::Instant::now();
+        self.ids = store.still_wanted(queue, &claimed).await?.into_iter().collect();
+        self.checked_at = Some(checked_at);
+        let unwanted: Vec<i64> = jobs
+            .iter()
+            .map(|j| j.id())
+            .filter(|id| !self.ids.contains(id))
+            .collect();
+        if !unwanted.is_empty() {
+            tracing::debug!(count = unwanted.len(), ?queue, "no longer wanted: cancelled");
+            record(
+                store
+                    .queue_cancel(
+                        queue,
+                        &unwanted,
+                        "no longer wanted (unsubscribed, suppressed or cancelled)",
+                    )
+                    .await,
+            );
+        }
+        Ok(())
     }
 }
 

@@ -318,8 +318,9 @@ pub fn test_copy(
         priority: crate::store::outbox::PRIORITY_TRANSACTIONAL,
         recipient: to.to_owned(),
         subject: format!("[TEST] {}", rendered.subject),
-        text_body: text,
-        html_body: html,
+        text_body: Some(text),
+        html_body: Some(html),
+        params: None,
         headers: list_id
             .chain([("X-Bulletin-Test".to_owned(), "yes".to_owned())])
             .collect(),

@@ -3,6 +3,7 @@
 
 pub mod dkim;
 pub mod links;
+pub mod mime;
 pub mod transport;
 
 pub use dkim::DkimSigner;
@@ -17,7 +18,7 @@ use lettre::message::header::{HeaderName, HeaderValue};
 use lettre::message::{Mailbox, MultiPart};
 
 use crate::store::outbox::{PRIORITY_CONFIRMATION, PRIORITY_TRANSACTIONAL};
-use crate::store::{List, NewOutboxMessage, OutboxMessage};
+use crate::store::{DigestParts, List, NewOutboxMessage, OutboxMessage};
 
 #[derive(Template)]
 #[template(path = "confirm.html")]
@@ -76,10 +77,12 @@ pub fn welcome_email(
         priority: PRIORITY_TRANSACTIONAL,
         recipient: recipient.to_owned(),
         subject: format!("Welcome to {}", list.name),
-        text_body: text
-            .render()
-            .unwrap_or_else(|e| format!("Welcome to {}.\n\nUnsubscribe: {unsubscribe_url}\n({e})", list.name)),
-        html_body: html.render().unwrap_or_default(),
+        text_body: Some(
+            text.render()
+                .unwrap_or_else(|e| format!("Welcome to {}.\n\nUnsubscribe: {unsubscribe_url}\n({e})", list.name)),
+        ),
+        html_body: Some(html.render().unwrap_or_default()),
+        params: None,
         headers: list_headers(list, unsubscribe_url, namespace),
         subscription_id: Some(subscription_id),
     }
@@ -107,39 +110,68 @@ pub fn human_duration(d: Duration) -> String {
     format!("{n} {unit}{}", if n == 1 { "" } else { "s" })
 }
 
-/// The double opt-in email for `lists`, carrying the confirmation `link`.
-pub fn confirmation_email(recipient: &str, lists: &[&List], link: &str, ttl: Duration) -> NewOutboxMessage {
+/// What a confirmation email is made of; the outbox keeps these rather than the rendered email
+/// (a small row is most of what makes signups fast), and the sender renders it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct ConfirmationParams {
+    pub token: String,
+    pub lists: Vec<String>,
+    pub ttl_secs: u64,
+}
+
+/// The double opt-in email for `lists`, carrying the confirmation token, queued as its
+/// parameters.
+pub fn confirmation_email(recipient: &str, lists: &[&List], token: &str, ttl: Duration) -> NewOutboxMessage {
     let names: Vec<&str> = lists.iter().map(|l| l.name.as_str()).collect();
-    let ttl = human_duration(ttl);
-    let html = ConfirmHtml {
-        lists: &names,
-        link,
-        ttl: &ttl,
-    };
-    let text = ConfirmText {
-        lists: &names,
-        link,
-        ttl: &ttl,
+    let params = ConfirmationParams {
+        token: token.to_owned(),
+        lists: names.iter().map(|n| (*n).to_owned()).collect(),
+        ttl_secs: ttl.as_secs(),
     };
     NewOutboxMessage {
         kind: "confirmation",
         priority: PRIORITY_CONFIRMATION,
         recipient: recipient.to_owned(),
         subject: format!("Please confirm your subscription to {}", join_names(&names)),
-        // Templates hold no fallible logic; an error here would be a bug in a template.
-        text_body: text
-            .render()
-            .unwrap_or_else(|e| format!("Confirm your subscription: {link}\n\n({e})")),
-        html_body: html.render().unwrap_or_default(),
+        text_body: None,
+        html_body: None,
+        params: serde_json::to_string(&params).ok(),
         headers: Vec::new(),
         subscription_id: None,
     }
 }
 
-/// Turns outbox rows into wire-ready messages.
+/// The confirmation email's bodies (text, HTML).
+pub fn render_confirmation(params: &ConfirmationParams, links: &Links) -> (String, String) {
+    // The token is base64url: nothing in it needs escaping in a URL.
+    let link = links.link(&format!("/subscriptions/confirm?token={}", params.token));
+    let names: Vec<&str> = params.lists.iter().map(String::as_str).collect();
+    let ttl = human_duration(Duration::from_secs(params.ttl_secs));
+    let (link, ttl) = (link.as_str(), ttl.as_str());
+    let text = ConfirmText {
+        lists: &names,
+        link,
+        ttl,
+    };
+    let html = ConfirmHtml {
+        lists: &names,
+        link,
+        ttl,
+    };
+    // Templates hold no fallible logic; an error here would be a bug in a template.
+    (
+        text.render()
+            .unwrap_or_else(|e| format!("Confirm your subscription: {link}\n\n({e})")),
+        html.render().unwrap_or_default(),
+    )
+}
+
+/// Turns outbox rows and digest deliveries into wire-ready messages.
 #[derive(Clone)]
 pub struct Composer {
     from: Mailbox,
+    /// `from` as a header value, encoded once.
+    from_header: String,
     /// The envelope sender (MAIL FROM), where bounces go; `None`: the From address.
     return_path: Option<lettre::Address>,
     /// Makes Message-IDs of this installation unique: `<id.tag@domain>`.
@@ -156,6 +188,7 @@ impl Composer {
         dkim: Option<DkimSigner>,
     ) -> Self {
         Self {
+            from_header: mailbox_header(&from),
             from,
             return_path,
             message_id_tag,
@@ -168,14 +201,26 @@ impl Composer {
         format!("<{kind}.{id}.{}@{}>", self.message_id_tag, self.from.email.domain())
     }
 
-    pub fn compose(&self, msg: &OutboxMessage) -> Result<(Envelope, Vec<u8>), String> {
+    pub fn compose(&self, msg: &OutboxMessage, links: &Links) -> Result<(Envelope, Vec<u8>), String> {
+        let (text, html) = match (&msg.params, msg.kind.as_str()) {
+            (Some(params), "confirmation") => {
+                let params: ConfirmationParams =
+                    serde_json::from_str(params).map_err(|e| format!("unreadable confirmation parameters: {e}"))?;
+                render_confirmation(&params, links)
+            }
+            (Some(_), kind) => return Err(format!("a {kind} email cannot be rendered from parameters")),
+            (None, _) => (
+                msg.text_body.clone().unwrap_or_default(),
+                msg.html_body.clone().unwrap_or_default(),
+            ),
+        };
         self.build(&Parts {
             kind: &msg.kind,
             id: msg.id,
             recipient: &msg.recipient,
             subject: &msg.subject,
-            text: msg.text_body.clone().unwrap_or_default(),
-            html: msg.html_body.clone().unwrap_or_default(),
+            text,
+            html,
             headers: msg.extra_headers(),
         })
     }
@@ -208,6 +253,98 @@ impl Composer {
             None => message.envelope().clone(),
         };
         Ok((envelope, message.formatted()))
+    }
+}
+
+/// A digest as its deliveries are made from: the shared part encoded once.
+pub struct DigestMessage {
+    pub parts: DigestParts,
+    list: List,
+    prepared: mime::Prepared,
+}
+
+impl Composer {
+    /// Encodes the part of a digest every recipient shares, once.
+    pub fn prepare_digest(&self, parts: DigestParts, namespace: &str) -> DigestMessage {
+        let list = List {
+            id: parts.list_id,
+            slug: parts.list_slug.clone(),
+            name: parts.list_name.clone(),
+            description: String::new(),
+            created_at: chrono::Utc::now(),
+        };
+        let shared: Vec<(String, String)> = list_headers(&list, "", namespace)
+            .into_iter()
+            .filter(|(name, _)| name == "List-Id")
+            .collect();
+        let prepared = mime::Prepared::new(&mime::Draft {
+            from: &self.from_header,
+            subject: &parts.subject,
+            headers: &shared,
+            unsubscribe_header: true,
+            text: &parts.text_body,
+            html: &parts.html_body,
+            marker: Some(&parts.placeholder),
+        });
+        DigestMessage { parts, list, prepared }
+    }
+
+    /// One recipient's copy of a digest: the shared bytes with the recipient's values spliced
+    /// in. With DKIM, each copy is built and signed whole (the signature covers the body).
+    pub fn digest_for(
+        &self,
+        digest: &DigestMessage,
+        delivery_id: i64,
+        recipient: &str,
+        unsubscribe_url: &str,
+        namespace: &str,
+    ) -> Result<(Envelope, Vec<u8>), String> {
+        let to: lettre::Address = recipient.parse().map_err(|e| format!("bad recipient: {e}"))?;
+        if self.dkim.is_some() {
+            let parts = &digest.parts;
+            let (html, text) = crate::digest::personalise(
+                &parts.html_body,
+                &parts.text_body,
+                &parts.placeholder,
+                recipient,
+                unsubscribe_url,
+            );
+            return self.build(&Parts {
+                kind: "digest",
+                id: delivery_id,
+                recipient,
+                subject: &parts.subject,
+                text,
+                html,
+                headers: list_headers(&digest.list, unsubscribe_url, namespace),
+            });
+        }
+        let sender = self.return_path.clone().unwrap_or_else(|| self.from.email.clone());
+        let envelope = Envelope::new(Some(sender), vec![to]).map_err(|e| format!("cannot build the envelope: {e}"))?;
+        let date = chrono::Utc::now().format("%a, %d %b %Y %H:%M:%S +0000").to_string();
+        let mut raw = Vec::new();
+        digest.prepared.write(
+            &mime::Personal {
+                date: &date,
+                to: recipient,
+                message_id: &self.message_id("digest", delivery_id),
+                unsubscribe_url,
+            },
+            &mut raw,
+        );
+        Ok((envelope, raw))
+    }
+}
+
+/// A mailbox as a header value: the name quoted, or as encoded words when it is not ASCII.
+fn mailbox_header(mailbox: &Mailbox) -> String {
+    match mailbox.name.as_deref().map(str::trim) {
+        None | Some("") => mailbox.email.to_string(),
+        Some(name) if name.bytes().all(|b| (32..=126).contains(&b)) => {
+            let quoted = name.replace('\\', "\\\\").replace('"', "\\\"");
+            format!("\"{quoted}\" <{}>", mailbox.email)
+        }
+        Some(name) => format!("{} <{}>", mime::encode_header_text(name), mailbox.email),
     }
 }
 

@@ -67,8 +67,7 @@ pub async fn record(store: &Store, config: &Config, batch: &[Signup]) -> Result<
     store
         .signup_batch(&new, &rules(config), |i, lists| {
             let signup = &batch[i];
-            let link = config.link(&format!("/subscriptions/confirm?token={}", signup.token.as_str()));
-            crate::mail::confirmation_email(signup.email.as_str(), lists, &link, config.confirm_ttl)
+            crate::mail::confirmation_email(signup.email.as_str(), lists, signup.token.as_str(), config.confirm_ttl)
         })
         .await
 }

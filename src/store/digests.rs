@@ -376,24 +376,6 @@ impl Store {
         })
     }
 
-    /// Whether a delivery is still wanted right before it is sent: its digest is not cancelled,
-    /// its subscription is still confirmed, and the address is not suppressed.
-    pub async fn delivery_wanted(&self, digest_id: i64, subscription_id: i64, email_key: &str) -> Result<bool> {
-        on_pool!(self, |pool, _d| {
-            let row: Option<(String, String, bool)> = sqlx::query_as(
-                "SELECT d.status, s.status,
-                        EXISTS (SELECT 1 FROM suppressions x WHERE x.email_key = $3) AS suppressed
-                 FROM digests d, subscriptions s WHERE d.id = $1 AND s.id = $2",
-            )
-            .bind(digest_id)
-            .bind(subscription_id)
-            .bind(email_key)
-            .fetch_optional(pool)
-            .await?;
-            Ok(row.is_some_and(|(d, s, suppressed)| d != "cancelled" && s == "confirmed" && !suppressed))
-        })
-    }
-
     /// Leases up to `limit` due deliveries to `worker`.
     pub async fn claim_deliveries(
         &self,

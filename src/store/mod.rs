@@ -16,7 +16,7 @@ pub use digests::{Delivery, DigestContent, DigestItem, DigestParts, DigestView, 
 pub use feeds::{Feed, IngestCounts, NewItem, PollValidators};
 pub use import::ImportRow;
 pub use lists::{List, ListCounts, NewList};
-pub use outbox::{NewOutboxMessage, OutboxMessage, Queue};
+pub use outbox::{Claimed, NewOutboxMessage, OutboxMessage, Queue};
 pub use signups::{NewSignup, SignupOutcome, SignupRules};
 pub use subscriptions::{
     ConfirmOutcome, RequestOrigin, SubscriberPage, SubscriberRow, SubscriptionInfo, SubscriptionStatus,
@@ -69,6 +69,12 @@ pub(crate) struct Dialect {
     /// Suffix that locks the rows a select reads until the transaction ends (PostgreSQL); SQLite
     /// has one writer at a time, so its write transaction already holds them.
     pub for_update: &'static str,
+    /// A table of the elements of the JSON array bound as `param`, as `t(value)`: many values in
+    /// one parameter, so that the statement text stays the same whatever their number (and is
+    /// prepared once). `t.value ->> 0` reads an element of an inner array.
+    pub json_rows: fn(param: &str) -> String,
+    /// The same for an array of scalars, as `t(value)`: `CAST(t.value AS BIGINT)` on both.
+    pub json_values: fn(param: &str) -> String,
 }
 
 impl Dialect {
@@ -90,12 +96,16 @@ pub(crate) const SQLITE: Dialect = Dialect {
     begin_write: "BEGIN IMMEDIATE",
     skip_locked: "",
     for_update: "",
+    json_rows: |param| format!("json_each({param}) AS t"),
+    json_values: |param| format!("json_each({param}) AS t"),
 };
 
 pub(crate) const POSTGRES: Dialect = Dialect {
     begin_write: "BEGIN",
     skip_locked: "FOR UPDATE SKIP LOCKED",
     for_update: "FOR UPDATE",
+    json_rows: |param| format!("json_array_elements({param}::json) AS t(value)"),
+    json_values: |param| format!("json_array_elements_text({param}::json) AS t(value)"),
 };
 
 /// Runs `$body` with `$pool` bound to the backing pool and `$d` to its [`Dialect`]. The body is

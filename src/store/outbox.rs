@@ -16,8 +16,10 @@ pub struct NewOutboxMessage {
     pub priority: i32,
     pub recipient: String,
     pub subject: String,
-    pub text_body: String,
-    pub html_body: String,
+    pub text_body: Option<String>,
+    pub html_body: Option<String>,
+    /// Instead of bodies: what the sender renders the email from (JSON; see `mail`).
+    pub params: Option<String>,
     /// Extra headers (List-Id, List-Unsubscribe, ...), already validated.
     pub headers: Vec<(String, String)>,
     pub subscription_id: Option<i64>,
@@ -38,6 +40,7 @@ pub struct OutboxMessage {
     pub subject: String,
     pub text_body: Option<String>,
     pub html_body: Option<String>,
+    pub params: Option<String>,
     pub headers: String,
     pub attempts: i32,
     pub priority: i32,
@@ -54,9 +57,9 @@ impl OutboxMessage {
 macro_rules! insert_outbox {
     ($executor:expr, $msg:expr, $now:expr) => {
         sqlx::query_scalar::<_, i64>(
-            "INSERT INTO outbox (kind, priority, recipient, subject, text_body, html_body, headers,
+            "INSERT INTO outbox (kind, priority, recipient, subject, text_body, html_body, params, headers,
                                  subscription_id, next_attempt_at, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9) RETURNING id",
+             VALUES ($1, $2, $3, $4, $5, $6, $10, $7, $8, $9, $9) RETURNING id",
         )
         .bind($msg.kind)
         .bind($msg.priority)
@@ -67,6 +70,7 @@ macro_rules! insert_outbox {
         .bind($msg.headers_json())
         .bind($msg.subscription_id)
         .bind($now)
+        .bind(&$msg.params)
         .fetch_one($executor)
         .await
     };
@@ -116,7 +120,7 @@ impl Store {
                 "outbox",
                 "status = 'queued' AND next_attempt_at <= $3",
                 "priority, next_attempt_at, id",
-                "id, kind, recipient, subject, text_body, html_body, headers, attempts, priority, subscription_id",
+                "id, kind, recipient, subject, text_body, html_body, params, headers, attempts, priority, subscription_id",
             );
             let mut rows = sqlx::query_as::<_, OutboxMessage>(AssertSqlSafe(sql))
                 .bind(lease_until)
@@ -150,14 +154,22 @@ impl Queue {
     /// Outbox rows carry their bodies (which may hold a token): drop them once they are done.
     fn finished_extra(self) -> &'static str {
         match self {
-            Queue::Outbox => ", text_body = NULL, html_body = NULL",
+            Queue::Outbox => ", text_body = NULL, html_body = NULL, params = NULL",
             Queue::Deliveries => "",
         }
     }
 }
 
+/// A claimed message as the check at claim time sees it: its id, the key of its recipient, and
+/// whether it is a confirmation (which may still go to a bounced address).
+pub struct Claimed<'a> {
+    pub id: i64,
+    pub email_key: &'a str,
+    pub is_confirmation: bool,
+}
+
 impl Store {
-    /// Extends the leases this worker still holds.
+    /// Extends the leases this worker still holds: one statement for all of them.
     pub async fn renew_leases(
         &self,
         queue: Queue,
@@ -165,20 +177,20 @@ impl Store {
         ids: &[i64],
         lease_until: DateTime<Utc>,
     ) -> Result<()> {
-        let sql = format!(
-            "UPDATE {} SET lease_until = $1 WHERE id = $2 AND leased_by = $3 AND status = 'queued'",
-            queue.table()
-        );
-        for id in ids {
-            on_writer!(self, |pool, _d| {
-                sqlx::query(AssertSqlSafe(sql.as_str()))
-                    .bind(lease_until)
-                    .bind(id)
-                    .bind(worker)
-                    .execute(pool)
-                    .await?;
-            });
-        }
+        on_writer!(self, |pool, d| {
+            let sql = format!(
+                "UPDATE {} SET lease_until = $1
+                 WHERE id IN (SELECT CAST(t.value AS BIGINT) FROM {}) AND leased_by = $3 AND status = 'queued'",
+                queue.table(),
+                (d.json_values)("$2"),
+            );
+            sqlx::query(AssertSqlSafe(sql))
+                .bind(lease_until)
+                .bind(serde_json::to_string(ids).unwrap_or_default())
+                .bind(worker)
+                .execute(pool)
+                .await?;
+        });
         Ok(())
     }
 
@@ -188,19 +200,80 @@ impl Store {
             return Ok(());
         }
         let now = super::now();
-        on_writer!(self, |pool, _d| {
-            let mut update = sqlx::QueryBuilder::new(format!(
-                "UPDATE {} SET status = 'sent', attempts = attempts + 1, lease_until = NULL, last_error = NULL{}, sent_at = ",
+        on_writer!(self, |pool, d| {
+            let sql = format!(
+                "UPDATE {} SET status = 'sent', attempts = attempts + 1, lease_until = NULL, last_error = NULL{},
+                        sent_at = $1
+                 WHERE id IN (SELECT CAST(t.value AS BIGINT) FROM {})",
                 queue.table(),
-                queue.finished_extra()
-            ));
-            update.push_bind(now).push(" WHERE id IN (");
-            let mut list = update.separated(", ");
-            for id in ids {
-                list.push_bind(*id);
+                queue.finished_extra(),
+                (d.json_values)("$2"),
+            );
+            sqlx::query(AssertSqlSafe(sql))
+                .bind(now)
+                .bind(serde_json::to_string(ids).unwrap_or_default())
+                .execute(pool)
+                .await?;
+        });
+        Ok(())
+    }
+
+    /// Which of these claimed messages are still wanted: still queued, the subscription (if
+    /// any) still confirmed, the digest (if any) not cancelled, the address not suppressed (a
+    /// bounce still lets a confirmation through). One read for a whole batch, at claim time and
+    /// again within the unsubscribe window.
+    pub async fn still_wanted(&self, queue: Queue, claimed: &[Claimed<'_>]) -> Result<Vec<i64>> {
+        if claimed.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows: Vec<serde_json::Value> = claimed
+            .iter()
+            .map(|c| serde_json::json!([c.id, c.email_key, i32::from(c.is_confirmation)]))
+            .collect();
+        let wanted_by_list = match queue {
+            Queue::Outbox => {
+                "(q.subscription_id IS NULL OR EXISTS (SELECT 1 FROM subscriptions s
+                                                        WHERE s.id = q.subscription_id AND s.status = 'confirmed'))"
             }
-            update.push(")");
-            update.build().execute(pool).await?;
+            Queue::Deliveries => {
+                "EXISTS (SELECT 1 FROM subscriptions s WHERE s.id = q.subscription_id AND s.status = 'confirmed')
+                 AND EXISTS (SELECT 1 FROM digests g WHERE g.id = q.digest_id AND g.status <> 'cancelled')"
+            }
+        };
+        on_pool!(self, |pool, d| {
+            let sql = format!(
+                "SELECT q.id FROM {rows} JOIN {table} q ON q.id = CAST(t.value ->> 0 AS BIGINT)
+                 WHERE q.status = 'queued' AND {wanted_by_list}
+                   AND NOT EXISTS (SELECT 1 FROM suppressions x WHERE x.email_key = t.value ->> 1
+                                   AND (x.reason <> 'bounce' OR CAST(t.value ->> 2 AS INTEGER) = 0))",
+                rows = (d.json_rows)("$1"),
+                table = queue.table(),
+            );
+            Ok(sqlx::query_scalar(AssertSqlSafe(sql))
+                .bind(serde_json::Value::Array(rows).to_string())
+                .fetch_all(pool)
+                .await?)
+        })
+    }
+
+    /// Messages no longer wanted (unsubscribed, cancelled, suppressed): never sent.
+    pub async fn queue_cancel(&self, queue: Queue, ids: &[i64], reason: &str) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        on_writer!(self, |pool, d| {
+            let sql = format!(
+                "UPDATE {} SET status = 'cancelled', lease_until = NULL, last_error = $1{}
+                 WHERE id IN (SELECT CAST(t.value AS BIGINT) FROM {}) AND status = 'queued'",
+                queue.table(),
+                queue.finished_extra(),
+                (d.json_values)("$2"),
+            );
+            sqlx::query(AssertSqlSafe(sql))
+                .bind(reason)
+                .bind(serde_json::to_string(ids).unwrap_or_default())
+                .execute(pool)
+                .await?;
         });
         Ok(())
     }
@@ -242,14 +315,21 @@ impl Store {
         Ok(())
     }
 
-    /// Gives a claimed message back untouched (the session failed, not the message).
-    pub async fn queue_release(&self, queue: Queue, id: i64) -> Result<()> {
-        let sql = format!(
-            "UPDATE {} SET lease_until = NULL WHERE id = $1 AND status = 'queued'",
-            queue.table()
-        );
-        on_writer!(self, |pool, _d| {
-            sqlx::query(AssertSqlSafe(sql)).bind(id).execute(pool).await?;
+    /// Gives claimed messages back untouched (the session failed, not the messages).
+    pub async fn queue_release(&self, queue: Queue, ids: &[i64]) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        on_writer!(self, |pool, d| {
+            let sql = format!(
+                "UPDATE {} SET lease_until = NULL WHERE id IN (SELECT CAST(t.value AS BIGINT) FROM {}) AND status = 'queued'",
+                queue.table(),
+                (d.json_values)("$1"),
+            );
+            sqlx::query(AssertSqlSafe(sql))
+                .bind(serde_json::to_string(ids).unwrap_or_default())
+                .execute(pool)
+                .await?;
         });
         Ok(())
     }

@@ -175,7 +175,8 @@ const UPSERT_CONFLICT: &str = "ON CONFLICT (list_id, subscriber_id) DO UPDATE SE
 
 impl Store {
     /// Records a batch of signups in one write transaction and answers each, in order. `render`
-    /// builds the confirmation email of signup `i` for the lists it still needs confirmed.
+    /// builds the confirmation email of signup `i` for the lists it still needs confirmed (the
+    /// batch keeps only its kind, priority, recipient, subject, parameters and headers).
     pub async fn signup_batch(
         &self,
         signups: &[NewSignup<'_>],
@@ -266,11 +267,10 @@ async fn postgres_batch(
              WHERE s.id = t.id
              RETURNING 1),
          queued AS (
-             INSERT INTO outbox (kind, priority, recipient, subject, text_body, html_body, headers,
-                                 subscription_id, next_attempt_at, created_at)
-             SELECT k, p, r, sub, tb, hb, h, NULL, $1, $1
-             FROM UNNEST($15::text[], $16::int[], $17::text[], $18::text[], $19::text[], $20::text[], $21::text[])
-                 AS t(k, p, r, sub, tb, hb, h)
+             INSERT INTO outbox (kind, priority, recipient, subject, params, headers, next_attempt_at, created_at)
+             SELECT k, p, r, sub, pa, h, $1, $1
+             FROM UNNEST($15::text[], $16::int[], $17::text[], $18::text[], $19::text[], $20::text[])
+                 AS t(k, p, r, sub, pa, h)
              RETURNING 1)
          SELECT (SELECT COUNT(*) FROM subscribed) + (SELECT COUNT(*) FROM confirmation_list)
               + (SELECT COUNT(*) FROM capped) + (SELECT COUNT(*) FROM queued)"
@@ -298,8 +298,7 @@ async fn postgres_batch(
     .bind(mail.iter().map(|m| m.priority).collect::<Vec<_>>())
     .bind(mail.iter().map(|m| m.recipient.as_str()).collect::<Vec<_>>())
     .bind(mail.iter().map(|m| m.subject.as_str()).collect::<Vec<_>>())
-    .bind(mail.iter().map(|m| m.text_body.as_str()).collect::<Vec<_>>())
-    .bind(mail.iter().map(|m| m.html_body.as_str()).collect::<Vec<_>>())
+    .bind(mail.iter().map(|m| m.params.as_deref()).collect::<Vec<_>>())
     .bind(mail.iter().map(NewOutboxMessage::headers_json).collect::<Vec<_>>())
     .execute(&mut *tx)
     .await?;
@@ -395,24 +394,11 @@ async fn sqlite_batch(
         let mail: Vec<_> = plan
             .outbox
             .iter()
-            .map(|m| {
-                json!([
-                    m.kind,
-                    m.priority,
-                    m.recipient,
-                    m.subject,
-                    m.text_body,
-                    m.html_body,
-                    m.headers_json(),
-                    m.subscription_id
-                ])
-            })
+            .map(|m| json!([m.kind, m.priority, m.recipient, m.subject, m.params, m.headers_json()]))
             .collect();
         sqlx::query(
-            "INSERT INTO outbox (kind, priority, recipient, subject, text_body, html_body, headers,
-                                 subscription_id, next_attempt_at, created_at)
-             SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, value ->> 6,
-                    value ->> 7, $1, $1
+            "INSERT INTO outbox (kind, priority, recipient, subject, params, headers, next_attempt_at, created_at)
+             SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, $1, $1
              FROM json_each($2)",
         )
         .bind(now)

@@ -159,19 +159,6 @@ impl Store {
     }
 }
 
-impl Store {
-    /// Whether the subscription still wants mail (checked right before each send).
-    pub async fn subscription_is_confirmed(&self, id: i64) -> Result<bool> {
-        on_pool!(self, |pool, _d| {
-            let status: Option<String> = sqlx::query_scalar("SELECT status FROM subscriptions WHERE id = $1")
-                .bind(id)
-                .fetch_optional(pool)
-                .await?;
-            Ok(status.as_deref() == Some("confirmed"))
-        })
-    }
-}
-
 /// A subscription as seen from an unsubscribe link.
 #[derive(Debug, Clone)]
 pub struct SubscriptionInfo {
@@ -320,7 +307,7 @@ impl Store {
             .await?;
             sqlx::query(
                 "UPDATE outbox SET status = 'cancelled', last_error = 'unsubscribed', text_body = NULL,
-                        html_body = NULL
+                        html_body = NULL, params = NULL
                  WHERE subscription_id = $1 AND status = 'queued'",
             )
             .bind(subscription_id)

@@ -307,8 +307,9 @@ async fn confirmations_go_first(backend: Backend) {
         priority,
         recipient: to.to_owned(),
         subject: format!("{kind} for {to}"),
-        text_body: "text".into(),
-        html_body: "<p>html</p>".into(),
+        text_body: Some("text".into()),
+        html_body: Some("<p>html</p>".into()),
+        params: None,
         headers: Vec::new(),
         subscription_id: None,
     };
