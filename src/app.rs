@@ -110,6 +110,7 @@ impl Application {
         let wake = Arc::new(Notify::new());
         let sender = build_sender(&config, &store, &links, wake.clone())?;
         let state = AppState::new(store, config, links, wake);
+        let sender = sender.yield_to(state.signups.pressure());
         Ok(Self {
             listener,
             state,

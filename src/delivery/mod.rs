@@ -27,6 +27,8 @@ pub const LEASE: Duration = Duration::from_secs(30);
 const RENEW_EVERY: Duration = Duration::from_secs(10);
 /// How often an idle worker looks for messages queued by other processes.
 const IDLE_POLL: Duration = Duration::from_millis(500);
+/// Claims of a worker that found less than a full batch are at least this far apart.
+const CLAIM_INTERVAL: Duration = Duration::from_millis(100);
 /// Messages claimed at once. The batch is checked (still subscribed, not cancelled, not
 /// suppressed) in one read when claimed, and again before any message sent more than
 /// `RECHECK_AFTER` after the last check.
@@ -90,6 +92,8 @@ pub struct Sender {
     transport: Transport,
     config: SenderConfig,
     wake: Arc<Notify>,
+    /// While signups are busy, all workers but the first pause: signups first.
+    signups: Arc<crate::signup::Pressure>,
     /// Identifies this process's leases.
     instance: String,
     rate: Option<Arc<RateLimit>>,
@@ -108,6 +112,7 @@ impl Sender {
         let rate = config.send_rate.map(|r| Arc::new(RateLimit::per_second(r)));
         Self {
             rate,
+            signups: Arc::default(),
             store,
             composer,
             links,
@@ -118,11 +123,19 @@ impl Sender {
         }
     }
 
+    /// Yields to this process's signups: under their pressure only one worker keeps sending (the
+    /// queue waits, and drains once the burst is over).
+    pub fn yield_to(mut self, signups: Arc<crate::signup::Pressure>) -> Self {
+        self.signups = signups;
+        self
+    }
+
     /// Runs the workers until `shutdown` turns true; in-flight sends finish and are recorded.
     pub async fn run(self, shutdown: watch::Receiver<bool>) {
         let mut workers = JoinSet::new();
         for n in 0..self.config.workers.max(1) {
             let worker = Worker {
+                first: n == 0,
                 sender: self.clone(),
                 name: format!("{}-{n}", self.instance),
                 session: None,
@@ -138,6 +151,8 @@ impl Sender {
 }
 
 struct Worker {
+    /// The worker that keeps sending while signups are busy.
+    first: bool,
     sender: Sender,
     name: String,
     session: Option<AsyncSmtpConnection>,
@@ -195,7 +210,22 @@ enum Outcome {
 
 impl Worker {
     async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        let mut last_claim: Option<tokio::time::Instant> = None;
         while !*shutdown.borrow() {
+            // After a short batch, the next claim waits out `CLAIM_INTERVAL`: during a burst of
+            // signups each claim then takes many confirmations instead of a few, so the sender
+            // costs the database (SQLite's one writer above all) a small, bounded share.
+            if let Some(at) = last_claim.take() {
+                let next = at + CLAIM_INTERVAL;
+                if next > tokio::time::Instant::now() {
+                    wait(&mut shutdown, next - tokio::time::Instant::now(), None).await;
+                }
+            }
+            if !self.first && self.sender.signups.is_high() {
+                wait(&mut shutdown, CLAIM_INTERVAL, None).await;
+                continue;
+            }
+            let claimed_at = tokio::time::Instant::now();
             let batch = match self.claim().await {
                 Ok(batch) => batch,
                 Err(e) => {
@@ -206,7 +236,11 @@ impl Worker {
             };
             if batch.is_empty() {
                 wait(&mut shutdown, IDLE_POLL, Some(&self.sender.wake)).await;
+                last_claim = Some(claimed_at);
                 continue;
+            }
+            if (batch.len() as i64) < BATCH {
+                last_claim = Some(claimed_at);
             }
             let queue = batch[0].queue();
             let renewal = self.renew_leases(queue, batch.iter().map(Job::id).collect());

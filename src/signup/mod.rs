@@ -6,7 +6,7 @@ mod lists;
 mod writer;
 
 pub use lists::ListCache;
-pub use writer::SignupWriter;
+pub use writer::{Pressure, SignupWriter};
 
 use std::time::Duration;
 

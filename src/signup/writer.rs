@@ -25,6 +25,7 @@ type Reply = oneshot::Sender<Result<SignupOutcome, StoreError>>;
 #[derive(Clone)]
 pub struct SignupWriter {
     queue: mpsc::Sender<(Signup, Reply)>,
+    pressure: Arc<Pressure>,
 }
 
 impl SignupWriter {
@@ -37,11 +38,22 @@ impl SignupWriter {
             Store::Sqlite(_) => 1,
             Store::Postgres(_) => 2,
         };
-        let shared = Arc::new((store, config, wake));
+        let pressure = Arc::new(Pressure::default());
+        let shared = Arc::new(Shared {
+            store,
+            config,
+            wake,
+            pressure: pressure.clone(),
+        });
         for _ in 0..writers {
             tokio::spawn(run(shared.clone(), receiver.clone()));
         }
-        Self { queue }
+        Self { queue, pressure }
+    }
+
+    /// How busy signups are, for the sender to yield to them.
+    pub fn pressure(&self) -> Arc<Pressure> {
+        self.pressure.clone()
     }
 
     /// Records `signup` with the next batch; answers once that batch has committed.
@@ -56,9 +68,21 @@ impl SignupWriter {
     }
 }
 
+struct Shared {
+    store: Store,
+    config: Config,
+    wake: Arc<Notify>,
+    pressure: Arc<Pressure>,
+}
+
 /// Takes batches until every `SignupWriter` is dropped and the queue is empty.
-async fn run(shared: Arc<(Store, Config, Arc<Notify>)>, receiver: Arc<Mutex<mpsc::Receiver<(Signup, Reply)>>>) {
-    let (store, config, wake) = &*shared;
+async fn run(shared: Arc<Shared>, receiver: Arc<Mutex<mpsc::Receiver<(Signup, Reply)>>>) {
+    let Shared {
+        store,
+        config,
+        wake,
+        pressure,
+    } = &*shared;
     let mut batch = Vec::with_capacity(MAX_BATCH);
     loop {
         // Holding the receiver only while taking: the other writer takes the next batch while
@@ -66,8 +90,11 @@ async fn run(shared: Arc<(Store, Config, Arc<Notify>)>, receiver: Arc<Mutex<mpsc
         if receiver.lock().await.recv_many(&mut batch, MAX_BATCH).await == 0 {
             return;
         }
+        pressure.note_batch(batch.len());
         let (signups, replies): (Vec<Signup>, Vec<Reply>) = batch.drain(..).unzip();
+        let started = std::time::Instant::now();
         let outcomes = write(store, config, &signups).await;
+        tracing::debug!(signups = signups.len(), elapsed = ?started.elapsed(), "signup batch written");
         if outcomes
             .iter()
             .any(|o| matches!(o, Ok(SignupOutcome::ConfirmationQueued)))
@@ -106,5 +133,38 @@ async fn write(store: &Store, config: &Config, signups: &[Signup]) -> Vec<Result
                 .map(|_| Err(StoreError::Batch(message.clone())))
                 .collect()
         }
+    }
+}
+
+/// Whether signups are arriving faster than the writer takes them one at a time: set by each
+/// large batch, and read by the sender, which then leaves the database (and the CPU) to them.
+#[derive(Debug, Default)]
+pub struct Pressure {
+    /// Milliseconds since the Unix epoch until which signups count as busy.
+    busy_until: std::sync::atomic::AtomicU64,
+}
+
+/// A batch this large means requests are queuing for the writer.
+const BUSY_BATCH: usize = 16;
+/// How long one busy batch keeps the pressure on.
+const BUSY_HOLD_MS: u64 = 250;
+
+impl Pressure {
+    fn now_ms() -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0)
+    }
+
+    fn note_batch(&self, size: usize) {
+        if size >= BUSY_BATCH {
+            self.busy_until
+                .store(Self::now_ms() + BUSY_HOLD_MS, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    pub fn is_high(&self) -> bool {
+        self.busy_until.load(std::sync::atomic::Ordering::Relaxed) > Self::now_ms()
     }
 }

@@ -150,10 +150,30 @@ pub enum Store {
 /// that is where the time goes. So this process writes through one connection, whose callers
 /// queue in order without sleeping, and reads through a pool beside it (WAL: readers never wait
 /// for the writer). Other processes on the same file still meet the busy timeout.
+///
+/// The writer does not checkpoint the WAL into the database file itself (SQLite would, inside
+/// every thousandth commit, holding up the writes queued behind it): a task of the store's own
+/// does it every `CHECKPOINT_EVERY` on a connection of its own, beside the writer.
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
     pub read: SqlitePool,
     pub write: SqlitePool,
+    checkpoint: SqlitePool,
+}
+
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
+
+/// Copies committed WAL frames into the database file without blocking the writer or readers
+/// (`PASSIVE`), until the store is closed.
+async fn checkpoint_loop(pool: SqlitePool) {
+    while !pool.is_closed() {
+        tokio::time::sleep(CHECKPOINT_EVERY).await;
+        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&pool).await
+            && !pool.is_closed()
+        {
+            tracing::warn!(error = %e, "SQLite checkpoint failed; the WAL grows until one succeeds");
+        }
+    }
 }
 
 /// Begins a transaction with `statement`, in a task of its own. A caller's future may be dropped
@@ -188,12 +208,19 @@ impl Store {
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Normal)
                 .busy_timeout(Duration::from_secs(10))
-                .foreign_keys(true);
+                .foreign_keys(true)
+                // After a checkpoint lets the WAL start over, its file is cut back to this.
+                .pragma("journal_size_limit", (64 * 1024 * 1024).to_string());
             let write = SqlitePoolOptions::new()
                 .max_connections(1)
                 .acquire_timeout(Duration::from_secs(10))
+                .connect_with(options.clone().pragma("wal_autocheckpoint", "0"))
+                .await?;
+            let checkpoint = SqlitePoolOptions::new()
+                .max_connections(1)
                 .connect_with(options.clone())
                 .await?;
+            tokio::spawn(checkpoint_loop(checkpoint.clone()));
             // Read-only: a write sent to the readers by mistake fails loudly instead of
             // contending with the writer.
             let read = SqlitePoolOptions::new()
@@ -201,11 +228,22 @@ impl Store {
                 .acquire_timeout(Duration::from_secs(10))
                 .connect_with(options.read_only(true))
                 .await?;
-            Ok(Store::Sqlite(SqliteStore { read, write }))
+            Ok(Store::Sqlite(SqliteStore {
+                read,
+                write,
+                checkpoint,
+            }))
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             // Defence in depth: a transaction left open by a cancelled future (a known sqlx
             // fault with PostgreSQL) is ended by the server instead of holding locks forever.
-            let options = PgConnectOptions::from_str(url)?.options([("idle_in_transaction_session_timeout", "60s")]);
+            // Custom plans: statements are prepared once per connection, and a generic plan
+            // made while a table was small (a hash join over a sequential scan, on a new
+            // installation) would be kept as it grows; batches bind arrays whose length only a
+            // custom plan sees.
+            let options = PgConnectOptions::from_str(url)?.options([
+                ("idle_in_transaction_session_timeout", "60s"),
+                ("plan_cache_mode", "force_custom_plan"),
+            ]);
             let pool = PgPoolOptions::new()
                 .max_connections(16)
                 .acquire_timeout(Duration::from_secs(10))
@@ -248,6 +286,7 @@ impl Store {
             Store::Sqlite(db) => {
                 db.write.close().await;
                 db.read.close().await;
+                db.checkpoint.close().await;
             }
             Store::Postgres(pool) => pool.close().await,
         }

@@ -312,28 +312,34 @@ async fn sqlite_batch(
     rules: &SignupRules,
     render: impl FnMut(usize, &[&List]) -> NewOutboxMessage,
 ) -> Result<Vec<SignupOutcome>> {
+    use sqlx::Row;
     let now = super::now();
-    let addresses = distinct_addresses(signups);
+    let addresses = json!(distinct_addresses(signups)).to_string();
     let mut tx = super::begin(pool, super::SQLITE.begin_write).await?;
-    let rows: Vec<Subscriber> = sqlx::query_as(
+    // Several statements per query: each query is one hand-off to SQLite's thread, so a batch
+    // is four (BEGIN, this, the writes, COMMIT) whatever its size.
+    let rows = sqlx::query(
         "INSERT INTO subscribers (email, email_key, created_at)
          SELECT value ->> 0, value ->> 1, $1 FROM json_each($2) WHERE true
          ON CONFLICT (email_key) DO UPDATE SET email_key = excluded.email_key
-         RETURNING id, email_key, last_confirmation_at, confirmations_day_start, confirmations_day_count",
+         RETURNING id, email_key, last_confirmation_at, confirmations_day_start, confirmations_day_count;
+         SELECT x.subscriber_id, x.list_id FROM subscribers s JOIN subscriptions x ON x.subscriber_id = s.id
+         WHERE s.email_key IN (SELECT value ->> 1 FROM json_each($2)) AND x.status = 'confirmed';",
     )
     .bind(now)
-    .bind(json!(addresses).to_string())
+    .bind(&addresses)
     .fetch_all(&mut *tx)
     .await?;
-    let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
-    let confirmed: Vec<(i64, i64)> = sqlx::query_as(
-        "SELECT subscriber_id, list_id FROM subscriptions
-         WHERE status = 'confirmed' AND subscriber_id IN (SELECT value FROM json_each($1))",
-    )
-    .bind(json!(ids).to_string())
-    .fetch_all(&mut *tx)
-    .await?;
-    let mut states: HashMap<String, State> = rows
+    let mut subscribers = Vec::new();
+    let mut confirmed: Vec<(i64, i64)> = Vec::new();
+    for row in &rows {
+        if row.len() == 2 {
+            confirmed.push((row.try_get(0)?, row.try_get(1)?));
+        } else {
+            subscribers.push(<Subscriber as sqlx::FromRow<'_, _>>::from_row(row)?);
+        }
+    }
+    let mut states: HashMap<String, State> = subscribers
         .into_iter()
         .map(|row| {
             let state = State {
@@ -353,59 +359,38 @@ async fn sqlite_batch(
         .into_iter()
         .map(|(l, s, o)| json!([l, s, o.ip, o.user_agent, o.page]))
         .collect();
+    let mail: Vec<_> = plan
+        .outbox
+        .iter()
+        .map(|m| json!([m.kind, m.priority, m.recipient, m.subject, m.params, m.headers_json()]))
+        .collect();
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "INSERT INTO subscriptions (list_id, subscriber_id, status, created_at, consent_at, consent_ip,
                                     consent_user_agent, consent_page)
          SELECT value ->> 0, value ->> 1, 'pending', $1, $1, value ->> 2, value ->> 3, value ->> 4
          FROM json_each($2) WHERE true
-         {UPSERT_CONFLICT}"
+         {UPSERT_CONFLICT};
+         INSERT INTO confirmations (subscriber_id, token_hash, created_at, expires_at)
+         SELECT value ->> 0, value ->> 1, $1, $3 FROM json_each($4);
+         INSERT INTO confirmation_lists (confirmation_id, list_id)
+         SELECT c.id, j.value ->> 1 FROM json_each($5) j JOIN confirmations c ON c.token_hash = j.value ->> 0;
+         UPDATE subscribers SET last_confirmation_at = $1,
+             confirmations_day_start = CASE WHEN j.value ->> 1 THEN $1 ELSE confirmations_day_start END,
+             confirmations_day_count = j.value ->> 2
+         FROM json_each($6) j WHERE subscribers.id = j.value ->> 0;
+         INSERT INTO outbox (kind, priority, recipient, subject, params, headers, next_attempt_at, created_at)
+         SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, $1, $1
+         FROM json_each($7);"
     )))
     .bind(now)
     .bind(json!(subscriptions).to_string())
+    .bind(now + rules.token_ttl)
+    .bind(json!(plan.confirmations).to_string())
+    .bind(json!(plan.confirmation_lists).to_string())
+    .bind(json!(cap_rows(&states)).to_string())
+    .bind(json!(mail).to_string())
     .execute(&mut *tx)
     .await?;
-    if !plan.confirmations.is_empty() {
-        sqlx::query(
-            "INSERT INTO confirmations (subscriber_id, token_hash, created_at, expires_at)
-             SELECT value ->> 0, value ->> 1, $1, $2 FROM json_each($3)",
-        )
-        .bind(now)
-        .bind(now + rules.token_ttl)
-        .bind(json!(plan.confirmations).to_string())
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "INSERT INTO confirmation_lists (confirmation_id, list_id)
-             SELECT c.id, j.value ->> 1 FROM json_each($1) j JOIN confirmations c ON c.token_hash = j.value ->> 0",
-        )
-        .bind(json!(plan.confirmation_lists).to_string())
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "UPDATE subscribers SET last_confirmation_at = $1,
-                 confirmations_day_start = CASE WHEN j.value ->> 1 THEN $1 ELSE confirmations_day_start END,
-                 confirmations_day_count = j.value ->> 2
-             FROM json_each($2) j WHERE subscribers.id = j.value ->> 0",
-        )
-        .bind(now)
-        .bind(json!(cap_rows(&states)).to_string())
-        .execute(&mut *tx)
-        .await?;
-        let mail: Vec<_> = plan
-            .outbox
-            .iter()
-            .map(|m| json!([m.kind, m.priority, m.recipient, m.subject, m.params, m.headers_json()]))
-            .collect();
-        sqlx::query(
-            "INSERT INTO outbox (kind, priority, recipient, subject, params, headers, next_attempt_at, created_at)
-             SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, $1, $1
-             FROM json_each($2)",
-        )
-        .bind(now)
-        .bind(json!(mail).to_string())
-        .execute(&mut *tx)
-        .await?;
-    }
     tx.commit().await?;
     Ok(plan.outcomes)
 }
