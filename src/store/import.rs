@@ -20,8 +20,8 @@ impl Store {
     /// write transaction. New and pending subscriptions become confirmed; unsubscribed ones and
     /// suppressed addresses are left alone. Returns how many subscriptions were imported.
     pub async fn import_confirmed(&self, list_id: i64, rows: &[ImportRow], consent: &str) -> Result<u64> {
-        if let Store::Postgres(pool) = self {
-            return import_confirmed_postgres(pool, list_id, rows, consent).await;
+        if let Store::Postgres(db) = self {
+            return import_confirmed_postgres(&db.pool, list_id, rows, consent).await;
         }
         let now = now();
         let mut imported = 0;

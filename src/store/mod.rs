@@ -120,9 +120,10 @@ macro_rules! on_pool {
                 let $pool = &db.$role;
                 $body
             }
-            $crate::store::Store::Postgres($pool) => {
+            $crate::store::Store::Postgres(db) => {
                 #[allow(unused_variables)]
                 let $d = &$crate::store::POSTGRES;
+                let $pool = &db.pool;
                 $body
             }
         }
@@ -142,7 +143,14 @@ pub(crate) use {on_pool, on_writer};
 #[derive(Clone, Debug)]
 pub enum Store {
     Sqlite(SqliteStore),
-    Postgres(PgPool),
+    Postgres(PgStore),
+}
+
+#[derive(Clone, Debug)]
+pub struct PgStore {
+    pub pool: PgPool,
+    /// For the signup writer only (see `Store::connect`).
+    signups: PgPool,
 }
 
 /// SQLite lets one connection write at a time, and a connection that finds the file locked
@@ -236,20 +244,23 @@ impl Store {
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             // Defence in depth: a transaction left open by a cancelled future (a known sqlx
             // fault with PostgreSQL) is ended by the server instead of holding locks forever.
-            // Custom plans: statements are prepared once per connection, and a generic plan
-            // made while a table was small (a hash join over a sequential scan, on a new
-            // installation) would be kept as it grows; batches bind arrays whose length only a
-            // custom plan sees.
-            let options = PgConnectOptions::from_str(url)?.options([
-                ("idle_in_transaction_session_timeout", "60s"),
-                ("plan_cache_mode", "force_custom_plan"),
-            ]);
+            let options = PgConnectOptions::from_str(url)?.options([("idle_in_transaction_session_timeout", "60s")]);
+            // Custom plans for most statements: they are prepared once per connection, and a
+            // generic plan made while a table was small (a sequential scan where the table now
+            // needs its index, on a new installation) would be kept as the table grows.
             let pool = PgPoolOptions::new()
                 .max_connections(16)
                 .acquire_timeout(Duration::from_secs(10))
-                .connect_with(options)
+                .connect_with(options.clone().options([("plan_cache_mode", "force_custom_plan")]))
                 .await?;
-            Ok(Store::Postgres(pool))
+            // The signup writer's statements are written so that no plan depends on a table's
+            // size (index lookups through ON CONFLICT, arrays unnested), and planning them
+            // afresh would be a fifth of a batch's cost: its connections keep generic plans.
+            let signups = PgPoolOptions::new()
+                .max_connections(2)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect_lazy_with(options);
+            Ok(Store::Postgres(PgStore { pool, signups }))
         } else {
             Err(StoreError::Database(sqlx::Error::Configuration(
                 "the URL must start with sqlite:// or postgres://".into(),
@@ -268,7 +279,7 @@ impl Store {
     pub async fn migrate(&self) -> Result<()> {
         match self {
             Store::Sqlite(db) => sqlx::migrate!("migrations/sqlite").run(&db.write).await?,
-            Store::Postgres(pool) => sqlx::migrate!("migrations/postgres").run(pool).await?,
+            Store::Postgres(db) => sqlx::migrate!("migrations/postgres").run(&db.pool).await?,
         }
         Ok(())
     }
@@ -288,7 +299,10 @@ impl Store {
                 db.read.close().await;
                 db.checkpoint.close().await;
             }
-            Store::Postgres(pool) => pool.close().await,
+            Store::Postgres(db) => {
+                db.pool.close().await;
+                db.signups.close().await;
+            }
         }
     }
 }

@@ -152,16 +152,30 @@ fn subscription_rows<'a>(plan: &Plan<'_>, signups: &'a [NewSignup<'a>]) -> Vec<(
     rows
 }
 
-/// (subscriber, restarted the day's count, count) of every subscriber the batch sent to.
-fn cap_rows(states: &HashMap<String, State>) -> Vec<(i64, bool, i32)> {
-    let mut rows: Vec<(i64, bool, i32)> = states
+/// The caps of a subscriber the batch sent a confirmation to.
+#[derive(serde::Serialize)]
+struct Caps<'a> {
+    id: i64,
+    key: &'a str,
+    /// Whether this email started a new day's count.
+    restarted: bool,
+    count: i32,
+}
+
+/// The caps of every subscriber the batch sent to, in key order (the order rows are locked in).
+fn cap_rows(states: &HashMap<String, State>) -> Vec<Caps<'_>> {
+    let mut rows: Vec<Caps<'_>> = states
         .values()
         .filter_map(|s| {
-            s.sent
-                .map(|restarted| (s.row.id, restarted, s.row.confirmations_day_count))
+            s.sent.map(|restarted| Caps {
+                id: s.row.id,
+                key: &s.row.email_key,
+                restarted,
+                count: s.row.confirmations_day_count,
+            })
         })
         .collect();
-    rows.sort_by_key(|r| r.0);
+    rows.sort_by(|a, b| a.key.cmp(b.key));
     rows
 }
 
@@ -188,7 +202,7 @@ impl Store {
         }
         match self {
             Store::Sqlite(db) => sqlite_batch(&db.write, signups, rules, render).await,
-            Store::Postgres(pool) => postgres_batch(pool, signups, rules, render).await,
+            Store::Postgres(db) => postgres_batch(&db.signups, signups, rules, render).await,
         }
     }
 }
@@ -213,9 +227,13 @@ async fn postgres_batch(
              INSERT INTO subscribers (email, email_key, created_at)
              SELECT e, k, $3 FROM UNNEST($1::text[], $2::text[]) AS t(e, k)
              ON CONFLICT (email_key) DO UPDATE SET email_key = excluded.email_key
-             RETURNING id, email_key, last_confirmation_at, confirmations_day_start, confirmations_day_count)
-         SELECT s.*, ARRAY(SELECT x.list_id FROM subscriptions x
-                           WHERE x.subscriber_id = s.id AND x.status = 'confirmed') AS confirmed
+             RETURNING id, email_key, last_confirmation_at, confirmations_day_start, confirmations_day_count,
+                       xmax = 0 AS inserted)
+         -- A subscriber inserted just now has no subscriptions: only the others are looked up.
+         SELECT s.id, s.email_key, s.last_confirmation_at, s.confirmations_day_start, s.confirmations_day_count,
+                CASE WHEN s.inserted THEN '{}'::bigint[]
+                     ELSE ARRAY(SELECT x.list_id FROM subscriptions x
+                                WHERE x.subscriber_id = s.id AND x.status = 'confirmed') END AS confirmed
          FROM s",
     )
     .bind(addresses.iter().map(|a| a.0).collect::<Vec<_>>())
@@ -260,11 +278,14 @@ async fn postgres_batch(
                  ON t.h = c.token_hash
              RETURNING 1),
          capped AS (
-             UPDATE subscribers s SET last_confirmation_at = $1,
-                 confirmations_day_start = CASE WHEN t.restarted THEN $1 ELSE s.confirmations_day_start END,
-                 confirmations_day_count = t.n
-             FROM UNNEST($12::bigint[], $13::bool[], $14::int[]) AS t(id, restarted, n)
-             WHERE s.id = t.id
+             INSERT INTO subscribers (email, email_key, created_at, last_confirmation_at,
+                                      confirmations_day_start, confirmations_day_count)
+             SELECT k, k, $1, $1, CASE WHEN t.restarted THEN $1 END, t.n
+             FROM UNNEST($12::text[], $13::bool[], $14::int[]) AS t(k, restarted, n)
+             ON CONFLICT (email_key) DO UPDATE SET last_confirmation_at = excluded.last_confirmation_at,
+                 confirmations_day_start = COALESCE(excluded.confirmations_day_start,
+                                                    subscribers.confirmations_day_start),
+                 confirmations_day_count = excluded.confirmations_day_count
              RETURNING 1),
          queued AS (
              INSERT INTO outbox (kind, priority, recipient, subject, params, headers, next_attempt_at, created_at)
@@ -291,9 +312,9 @@ async fn postgres_batch(
     .bind(plan.confirmations.iter().map(|c| c.1).collect::<Vec<_>>())
     .bind(plan.confirmation_lists.iter().map(|c| c.0).collect::<Vec<_>>())
     .bind(plan.confirmation_lists.iter().map(|c| c.1).collect::<Vec<_>>())
-    .bind(caps.iter().map(|c| c.0).collect::<Vec<_>>())
-    .bind(caps.iter().map(|c| c.1).collect::<Vec<_>>())
-    .bind(caps.iter().map(|c| c.2).collect::<Vec<_>>())
+    .bind(caps.iter().map(|c| c.key).collect::<Vec<_>>())
+    .bind(caps.iter().map(|c| c.restarted).collect::<Vec<_>>())
+    .bind(caps.iter().map(|c| c.count).collect::<Vec<_>>())
     .bind(mail.iter().map(|m| m.kind).collect::<Vec<_>>())
     .bind(mail.iter().map(|m| m.priority).collect::<Vec<_>>())
     .bind(mail.iter().map(|m| m.recipient.as_str()).collect::<Vec<_>>())
@@ -387,7 +408,15 @@ async fn sqlite_batch(
     .bind(now + rules.token_ttl)
     .bind(json!(plan.confirmations).to_string())
     .bind(json!(plan.confirmation_lists).to_string())
-    .bind(json!(cap_rows(&states)).to_string())
+    .bind(
+        json!(
+            cap_rows(&states)
+                .iter()
+                .map(|c| json!([c.id, c.restarted, c.count]))
+                .collect::<Vec<_>>()
+        )
+        .to_string(),
+    )
     .bind(json!(mail).to_string())
     .execute(&mut *tx)
     .await?;

@@ -229,11 +229,11 @@ async fn sigterm_mid_send_loses_nothing(backend: Backend) {
             .fetch_all(&db.read)
             .await
         }
-        bulletin::store::Store::Postgres(p) => {
+        bulletin::store::Store::Postgres(db) => {
             sqlx::query_as::<_, (String, Option<String>)>(
                 "SELECT status, leased_by FROM outbox WHERE lease_until IS NOT NULL OR status = 'sent'",
             )
-            .fetch_all(p)
+            .fetch_all(&db.pool)
             .await
         }
     }
@@ -270,11 +270,11 @@ async fn expired_leases_are_taken_over_and_live_ones_are_not(backend: Backend) {
                 .execute(&db.write)
                 .await
                 .map(|_| ()),
-            bulletin::store::Store::Postgres(p) => sqlx::query(sql)
+            bulletin::store::Store::Postgres(db) => sqlx::query(sql)
                 .bind(now)
                 .bind(who)
                 .bind(lease)
-                .execute(p)
+                .execute(&db.pool)
                 .await
                 .map(|_| ()),
         }

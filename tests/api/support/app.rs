@@ -288,7 +288,7 @@ impl TestApp {
     pub async fn sql_strings(&self, sql: &'static str) -> Vec<String> {
         match &self.store {
             Store::Sqlite(db) => sqlx::query_scalar(sql).fetch_all(&db.read).await,
-            Store::Postgres(p) => sqlx::query_scalar(sql).fetch_all(p).await,
+            Store::Postgres(db) => sqlx::query_scalar(sql).fetch_all(&db.pool).await,
         }
         .expect(sql)
     }
@@ -320,7 +320,7 @@ impl TestApp {
     pub async fn sql_exec(&self, sql: &'static str) {
         match &self.store {
             Store::Sqlite(db) => sqlx::query(sql).execute(&db.write).await.map(|_| ()),
-            Store::Postgres(p) => sqlx::query(sql).execute(p).await.map(|_| ()),
+            Store::Postgres(db) => sqlx::query(sql).execute(&db.pool).await.map(|_| ()),
         }
         .expect(sql)
     }
@@ -333,7 +333,7 @@ impl TestApp {
                 .execute(&db.write)
                 .await
                 .map(|_| ()),
-            Store::Postgres(p) => sqlx::query(sql).bind(time).bind(text).execute(p).await.map(|_| ()),
+            Store::Postgres(db) => sqlx::query(sql).bind(time).bind(text).execute(&db.pool).await.map(|_| ()),
         }
         .expect(sql)
     }
