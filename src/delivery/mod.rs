@@ -29,6 +29,9 @@ const RENEW_EVERY: Duration = Duration::from_secs(10);
 const IDLE_POLL: Duration = Duration::from_millis(500);
 /// Claims of a worker that found less than a full batch are at least this far apart.
 const CLAIM_INTERVAL: Duration = Duration::from_millis(100);
+/// While signups are busy, the one worker still sending claims this many at a time (a short
+/// batch, so `CLAIM_INTERVAL` apart): at most 200 messages a second, the queue drains after.
+const PRESSURE_BATCH: i64 = 20;
 /// Messages claimed at once. The batch is checked (still subscribed, not cancelled, not
 /// suppressed) in one read when claimed, and again before any message sent more than
 /// `RECHECK_AFTER` after the last check.
@@ -221,12 +224,14 @@ impl Worker {
                     wait(&mut shutdown, next - tokio::time::Instant::now(), None).await;
                 }
             }
-            if !self.first && self.sender.signups.is_high() {
+            let under_pressure = self.sender.signups.is_high();
+            if under_pressure && !self.first {
                 wait(&mut shutdown, CLAIM_INTERVAL, None).await;
                 continue;
             }
             let claimed_at = tokio::time::Instant::now();
-            let batch = match self.claim().await {
+            let limit = if under_pressure { PRESSURE_BATCH } else { BATCH };
+            let batch = match self.claim(limit).await {
                 Ok(batch) => batch,
                 Err(e) => {
                     tracing::error!(error = %e, "sender: cannot read the outbox");
@@ -299,14 +304,14 @@ impl Worker {
     }
 
     /// Transactional mail first, then digest deliveries.
-    async fn claim(&self) -> crate::store::Result<Vec<Job>> {
+    async fn claim(&self, limit: i64) -> crate::store::Result<Vec<Job>> {
         let lease_until = now() + TimeDelta::from_std(LEASE).unwrap_or(TimeDelta::seconds(30));
         let store = &self.sender.store;
-        let outbox = store.claim_outbox(&self.name, lease_until, BATCH).await?;
+        let outbox = store.claim_outbox(&self.name, lease_until, limit).await?;
         if !outbox.is_empty() {
             return Ok(outbox.into_iter().map(Job::Outbox).collect());
         }
-        let deliveries = store.claim_deliveries(&self.name, lease_until, BATCH).await?;
+        let deliveries = store.claim_deliveries(&self.name, lease_until, limit).await?;
         Ok(deliveries.into_iter().map(Job::Delivery).collect())
     }
 

@@ -340,6 +340,16 @@ pub fn encode_header_text(text: &str) -> String {
     words.join("\r\n ")
 }
 
+/// Whether `name` may be a header's name: printable ASCII without a colon (RFC 5322 ftext).
+pub fn is_header_name(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|b| (33..=126).contains(&b) && b != b':')
+}
+
+/// The current time as a `Date` header's value.
+pub fn date_now() -> String {
+    chrono::Utc::now().format("%a, %d %b %Y %H:%M:%S +0000").to_string()
+}
+
 /// A header value on one line: control characters (CR and LF above all) become spaces.
 fn clean_header_value(value: &str) -> String {
     value.chars().map(|c| if c.is_control() { ' ' } else { c }).collect()

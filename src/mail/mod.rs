@@ -225,7 +225,39 @@ impl Composer {
         })
     }
 
+    /// The wire form of one message. Without DKIM it is assembled directly (`mime`); with DKIM,
+    /// lettre builds and signs it.
     pub fn build(&self, parts: &Parts<'_>) -> Result<(Envelope, Vec<u8>), String> {
+        if self.dkim.is_some() {
+            return self.build_signed(parts);
+        }
+        if let Some((name, _)) = parts.headers.iter().find(|(name, _)| !mime::is_header_name(name)) {
+            return Err(format!("bad header name: {name:?}"));
+        }
+        let envelope = self.envelope(parts.recipient)?;
+        let prepared = mime::Prepared::new(&mime::Draft {
+            from: &self.from_header,
+            subject: parts.subject,
+            headers: &parts.headers,
+            unsubscribe_header: false,
+            text: &parts.text,
+            html: &parts.html,
+            marker: None,
+        });
+        let mut raw = Vec::new();
+        prepared.write(
+            &mime::Personal {
+                date: &mime::date_now(),
+                to: parts.recipient,
+                message_id: &self.message_id(parts.kind, parts.id),
+                unsubscribe_url: "",
+            },
+            &mut raw,
+        );
+        Ok((envelope, raw))
+    }
+
+    fn build_signed(&self, parts: &Parts<'_>) -> Result<(Envelope, Vec<u8>), String> {
         let to: Mailbox = parts.recipient.parse().map_err(|e| format!("bad recipient: {e}"))?;
         let mut builder = Message::builder()
             .from(self.from.clone())
@@ -247,12 +279,15 @@ impl Composer {
         if let Some(dkim) = &self.dkim {
             dkim.sign(&mut message);
         }
-        let envelope = match &self.return_path {
-            Some(sender) => Envelope::new(Some(sender.clone()), message.envelope().to().to_vec())
-                .map_err(|e| format!("cannot build the envelope: {e}"))?,
-            None => message.envelope().clone(),
-        };
+        let envelope = self.envelope(parts.recipient)?;
         Ok((envelope, message.formatted()))
+    }
+
+    /// MAIL FROM (the return path, else From) and RCPT TO.
+    fn envelope(&self, recipient: &str) -> Result<Envelope, String> {
+        let to: lettre::Address = recipient.parse().map_err(|e| format!("bad recipient: {e}"))?;
+        let sender = self.return_path.clone().unwrap_or_else(|| self.from.email.clone());
+        Envelope::new(Some(sender), vec![to]).map_err(|e| format!("cannot build the envelope: {e}"))
     }
 }
 
@@ -299,7 +334,6 @@ impl Composer {
         unsubscribe_url: &str,
         namespace: &str,
     ) -> Result<(Envelope, Vec<u8>), String> {
-        let to: lettre::Address = recipient.parse().map_err(|e| format!("bad recipient: {e}"))?;
         if self.dkim.is_some() {
             let parts = &digest.parts;
             let (html, text) = crate::digest::personalise(
@@ -319,13 +353,11 @@ impl Composer {
                 headers: list_headers(&digest.list, unsubscribe_url, namespace),
             });
         }
-        let sender = self.return_path.clone().unwrap_or_else(|| self.from.email.clone());
-        let envelope = Envelope::new(Some(sender), vec![to]).map_err(|e| format!("cannot build the envelope: {e}"))?;
-        let date = chrono::Utc::now().format("%a, %d %b %Y %H:%M:%S +0000").to_string();
+        let envelope = self.envelope(recipient)?;
         let mut raw = Vec::new();
         digest.prepared.write(
             &mime::Personal {
-                date: &date,
+                date: &mime::date_now(),
                 to: recipient,
                 message_id: &self.message_id("digest", delivery_id),
                 unsubscribe_url,

@@ -333,7 +333,12 @@ impl TestApp {
                 .execute(&db.write)
                 .await
                 .map(|_| ()),
-            Store::Postgres(db) => sqlx::query(sql).bind(time).bind(text).execute(&db.pool).await.map(|_| ()),
+            Store::Postgres(db) => sqlx::query(sql)
+                .bind(time)
+                .bind(text)
+                .execute(&db.pool)
+                .await
+                .map(|_| ()),
         }
         .expect(sql)
     }
