@@ -217,21 +217,25 @@ async fn postgres_batch(
     struct Row {
         #[sqlx(flatten)]
         subscriber: Subscriber,
+        inserted: bool,
         confirmed: Vec<i64>,
     }
     let now = super::now();
     let addresses = distinct_addresses(signups);
     let mut tx = super::begin(pool, "BEGIN").await?;
+    // A new subscriber is inserted with the caps of its first confirmation (every new address's
+    // first signup queues one): no second write of the row. Existing ones keep theirs here.
     let rows: Vec<Row> = sqlx::query_as(
         "WITH s AS (
-             INSERT INTO subscribers (email, email_key, created_at)
-             SELECT e, k, $3 FROM UNNEST($1::text[], $2::text[]) AS t(e, k)
+             INSERT INTO subscribers (email, email_key, created_at, last_confirmation_at,
+                                      confirmations_day_start, confirmations_day_count)
+             SELECT e, k, $3, $3, $3, 1 FROM UNNEST($1::text[], $2::text[]) AS t(e, k)
              ON CONFLICT (email_key) DO UPDATE SET email_key = excluded.email_key
              RETURNING id, email_key, last_confirmation_at, confirmations_day_start, confirmations_day_count,
                        xmax = 0 AS inserted)
          -- A subscriber inserted just now has no subscriptions: only the others are looked up.
          SELECT s.id, s.email_key, s.last_confirmation_at, s.confirmations_day_start, s.confirmations_day_count,
-                CASE WHEN s.inserted THEN '{}'::bigint[]
+                s.inserted, CASE WHEN s.inserted THEN '{}'::bigint[]
                      ELSE ARRAY(SELECT x.list_id FROM subscriptions x
                                 WHERE x.subscriber_id = s.id AND x.status = 'confirmed') END AS confirmed
          FROM s",
@@ -241,9 +245,17 @@ async fn postgres_batch(
     .bind(now)
     .fetch_all(&mut *tx)
     .await?;
+    let mut inserted = std::collections::HashSet::new();
     let mut states: HashMap<String, State> = rows
         .into_iter()
-        .map(|r| {
+        .map(|mut r| {
+            if r.inserted {
+                // Planned from the state before this batch (none), already written as after it.
+                inserted.insert(r.subscriber.id);
+                r.subscriber.last_confirmation_at = None;
+                r.subscriber.confirmations_day_start = None;
+                r.subscriber.confirmations_day_count = 0;
+            }
             let state = State {
                 confirmed: r.confirmed,
                 row: r.subscriber,
@@ -258,7 +270,10 @@ async fn postgres_batch(
         return Ok(plan.outcomes);
     }
     let subscriptions = subscription_rows(&plan, signups);
-    let caps = cap_rows(&states);
+    let caps: Vec<Caps<'_>> = cap_rows(&states)
+        .into_iter()
+        .filter(|c| !inserted.contains(&c.id))
+        .collect();
     let mail = &plan.outbox;
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "WITH subscribed AS (
