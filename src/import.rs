@@ -180,6 +180,10 @@ pub async fn import_file(
     reader
         .await
         .map_err(|e| ImportError::Unreadable(format!("import aborted: {e}")))??;
+    if report.imported > 0 {
+        // A digest queued right after the import plans its chunks from these.
+        store.analyze_subscribers().await?;
+    }
     report.skipped = valid.saturating_sub(report.imported);
     Ok(report)
 }

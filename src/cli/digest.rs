@@ -102,35 +102,64 @@ async fn send(config: &Config, store: &Store, slug: &str, dry_run: bool) -> Exit
         Ok(l) => l,
         Err(code) => return code,
     };
-    let (digest, _) = match crate::digest::queue(store, config, &list, &request, None).await {
-        Ok(queued) => queued,
+    let id = match crate::digest::create(store, config, &list, &request, None).await {
+        Ok((id, _)) => id,
         Err(e) => return digest_failure(e),
+    };
+    // The delivery rows are written while the first ones are already being sent.
+    let enqueue_failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let enqueue = tokio::spawn({
+        let (store, failed) = (store.clone(), enqueue_failed.clone());
+        async move {
+            let written = crate::digest::finish_enqueue(&store, id).await;
+            failed.store(written.is_err(), std::sync::atomic::Ordering::Relaxed);
+            written
+        }
+    });
+    let (digest, recipients) = match (store.digest(id).await, store.confirmed_count(list.id).await) {
+        (Ok(d), Ok(n)) => (d, n),
+        (Err(e), _) | (_, Err(e)) => return fail(e),
     };
     println!(
         "Queued digest {} of {}: {} items, {} recipients.",
-        digest.id, list.slug, digest.items, digest.recipients
+        digest.id, list.slug, digest.items, recipients
     );
-    let bar = ProgressBar::new(digest.recipients.max(0) as u64);
+    let bar = ProgressBar::new(recipients.max(0) as u64);
     bar.set_style(
         ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} | {per_sec} | ETA {eta}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let id = digest.id;
     let mut last = digest;
-    let worked = work_until(config, store, &links, async || match store.digest(id).await {
-        Ok(d) => {
-            bar.set_position((d.sent + d.failed).max(0) as u64);
-            bar.set_message(format!("sent {}, failed {}, pending {}", d.sent, d.failed, d.pending));
-            let finished = matches!(d.status.as_str(), "done" | "cancelled");
-            last = d;
-            finished
+    // Counting a large digest's deliveries is not free: the counts are read once a second, the
+    // status (one row) at every check.
+    let mut counted = std::time::Instant::now();
+    let worked = work_until(config, store, &links, async || {
+        let finished = enqueue_failed.load(std::sync::atomic::Ordering::Relaxed)
+            || match store.digest_status(id).await {
+                Ok(status) => matches!(status.as_str(), "done" | "cancelled"),
+                Err(_) => false,
+            };
+        if finished || counted.elapsed() >= Duration::from_secs(1) {
+            counted = std::time::Instant::now();
+            if let Ok(d) = store.digest(id).await {
+                bar.set_position((d.sent + d.failed).max(0) as u64);
+                bar.set_message(format!("sent {}, failed {}, pending {}", d.sent, d.failed, d.pending));
+                last = d;
+            }
         }
-        Err(_) => false,
+        finished
     })
     .await;
     bar.finish();
     if let Err(code) = worked {
         return code;
+    }
+    // Done means every row was written; interrupted, the rest is written by a server's upkeep.
+    if enqueue.is_finished()
+        && let Ok(Err(e)) = enqueue.await
+    {
+        return fail(e);
     }
     println!(
         "Digest {}: {} — sent {}, failed {}, pending {}.",

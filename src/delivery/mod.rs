@@ -255,6 +255,17 @@ impl Worker {
             // older than `RECHECK_AFTER`: the unsubscribe window.
             let mut wanted = Wanted::default();
             while let Some(job) = rest.peek().copied() {
+                // Everything that may wait comes before the check, so that the check is the last
+                // step before the SMTP transaction starts: the message, the rate limit's slot
+                // and an open session.
+                let built = self.prepare(job).await;
+                if let Some(rate) = &self.sender.rate {
+                    rate.wait().await;
+                }
+                if let Err(e) = self.open_session().await {
+                    failure = Some(e);
+                    break;
+                }
                 if wanted.is_stale() {
                     let remaining: Vec<&Job> = rest.clone().collect();
                     if let Err(e) = wanted.check(&self.sender.store, queue, &remaining).await {
@@ -266,7 +277,7 @@ impl Worker {
                     rest.next();
                     continue;
                 }
-                match self.process(job).await {
+                match self.process(job, built).await {
                     Outcome::Continue => {}
                     Outcome::SessionFailed(e) => {
                         failure = Some(e);
@@ -400,10 +411,15 @@ impl Worker {
         }
     }
 
-    async fn process(&mut self, job: &Job) -> Outcome {
+    /// Sends a prepared message and records what happened.
+    async fn process(
+        &mut self,
+        job: &Job,
+        built: Result<(lettre::address::Envelope, Vec<u8>), PrepareError>,
+    ) -> Outcome {
         let store = self.sender.store.clone();
         let (queue, id) = (job.queue(), job.id());
-        let (envelope, raw) = match self.prepare(job).await {
+        let (envelope, raw) = match built {
             Ok(built) => built,
             Err(PrepareError::Compose(e)) => {
                 record(store.queue_fail(queue, id, "failed", &e).await);
@@ -417,9 +433,6 @@ impl Worker {
             Job::Delivery(_) => "digest",
         };
         let name = format!("{id:010}-{kind}");
-        if let Some(rate) = &self.sender.rate {
-            rate.wait().await;
-        }
         let result = match self.sender.transport.clone() {
             Transport::Files(dir) => write_eml(&dir, &name, &raw).await.map(|_| ()),
             Transport::Smtp(settings) => self.send_smtp(settings, &envelope, &raw).await,
@@ -465,6 +478,20 @@ impl Worker {
             Err(SendError::Session(e)) => return Outcome::SessionFailed(e),
         }
         Outcome::Continue
+    }
+
+    /// Opens this worker's SMTP session unless one is open (nothing to do for `.eml` files).
+    async fn open_session(&mut self) -> Result<(), String> {
+        if let Transport::Smtp(settings) = &self.sender.transport
+            && self.session.as_ref().is_none_or(|s| s.has_broken())
+        {
+            match settings.connect().await {
+                Ok(session) => self.session = Some(session),
+                Err(SendError::Session(e)) => return Err(e),
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        Ok(())
     }
 
     /// Sends over this worker's session, opening it when needed. A session that had been working

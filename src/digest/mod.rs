@@ -252,6 +252,22 @@ pub async fn queue(
     request: &DigestRequest,
     idempotency_key: Option<&str>,
 ) -> Result<(crate::store::DigestView, bool), DigestError> {
+    let (id, created) = create(store, config, list, request, idempotency_key).await?;
+    if created {
+        finish_enqueue(store, id).await?;
+    }
+    Ok((store.digest(id).await?, created))
+}
+
+/// The digest row with its items, without its delivery rows (`finish_enqueue` writes them):
+/// its id, and whether it was made now (not found under the idempotency key).
+pub async fn create(
+    store: &crate::store::Store,
+    config: &crate::config::Config,
+    list: &List,
+    request: &DigestRequest,
+    idempotency_key: Option<&str>,
+) -> Result<(i64, bool), DigestError> {
     use crate::store::NextDigest;
     let fingerprint = request.fingerprint();
     let now = crate::store::now();
@@ -274,16 +290,14 @@ pub async fn queue(
         )
         .map_err(|e| e.to_string())
     };
-    let id = match store.create_digest(&new, render).await? {
-        NextDigest::Created(id) => id,
-        NextDigest::Existing { id, same_request: true } => return Ok((store.digest(id).await?, false)),
-        NextDigest::Existing { .. } => return Err(DigestError::IdempotencyMismatch),
-        NextDigest::NoItems => return Err(DigestError::NoItems),
-        NextDigest::NoRecipients => return Err(DigestError::NoRecipients),
-        NextDigest::RenderFailed(e) => return Err(DigestError::Render(e)),
-    };
-    finish_enqueue(store, id).await?;
-    Ok((store.digest(id).await?, true))
+    match store.create_digest(&new, render).await? {
+        NextDigest::Created(id) => Ok((id, true)),
+        NextDigest::Existing { id, same_request: true } => Ok((id, false)),
+        NextDigest::Existing { .. } => Err(DigestError::IdempotencyMismatch),
+        NextDigest::NoItems => Err(DigestError::NoItems),
+        NextDigest::NoRecipients => Err(DigestError::NoRecipients),
+        NextDigest::RenderFailed(e) => Err(DigestError::Render(e)),
+    }
 }
 
 /// Writes the remaining delivery rows of a digest, chunk by chunk; safe to repeat after a crash.

@@ -4,7 +4,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use serde::Serialize;
 use sqlx::AssertSqlSafe;
 
-use super::{Result, Store, StoreError, conflict_on_unique, now, on_pool, on_writer};
+use super::{Result, Store, StoreError, conflict_on_unique, now, on_pool, on_queue, on_writer};
 
 /// Delivery rows written per transaction: small enough that SQLite's write lock is held briefly
 /// (signups keep flowing), large enough to fill 100,000 rows in a few dozen transactions.
@@ -317,6 +317,17 @@ impl Store {
         })
     }
 
+    /// A digest's status alone (one row; no counting).
+    pub async fn digest_status(&self, id: i64) -> Result<String> {
+        on_pool!(self, |pool, _d| {
+            sqlx::query_scalar("SELECT status FROM digests WHERE id = $1")
+                .bind(id)
+                .fetch_optional(pool)
+                .await?
+                .ok_or(StoreError::NotFound)
+        })
+    }
+
     /// Digests of one list (or all), newest first.
     pub async fn digests(&self, list_id: Option<i64>) -> Result<Vec<DigestView>> {
         on_pool!(self, |pool, _d| {
@@ -363,7 +374,7 @@ impl Store {
     }
 
     pub async fn digest_parts(&self, id: i64) -> Result<DigestParts> {
-        on_pool!(self, |pool, _d| {
+        on_queue!(read, self, |pool, _d| {
             sqlx::query_as::<_, DigestParts>(
                 "SELECT d.id, d.list_id, l.slug AS list_slug, l.name AS list_name, d.subject, d.html_body,
                         d.text_body, d.placeholder, d.status
@@ -384,7 +395,7 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<Delivery>> {
         let now = now();
-        on_writer!(self, |pool, d| {
+        on_queue!(write, self, |pool, d| {
             let sql = d.claim(
                 "deliveries",
                 "status = 'queued' AND next_attempt_at <= $3",
@@ -405,7 +416,7 @@ impl Store {
 
     /// Marks a digest as sending when its first delivery is claimed.
     pub async fn digest_started(&self, id: i64) -> Result<()> {
-        on_writer!(self, |pool, _d| {
+        on_queue!(write, self, |pool, _d| {
             sqlx::query("UPDATE digests SET status = 'sending', started_at = $1 WHERE id = $2 AND status = 'queued'")
                 .bind(now())
                 .bind(id)
@@ -417,7 +428,7 @@ impl Store {
 
     /// Marks a digest done once every delivery row is written and none is left queued.
     pub async fn finish_digest_if_complete(&self, id: i64) -> Result<bool> {
-        on_writer!(self, |pool, _d| {
+        on_queue!(write, self, |pool, _d| {
             let done = sqlx::query(
                 "UPDATE digests SET status = 'done', finished_at = $1
                  WHERE id = $2 AND status IN ('queued', 'sending') AND enqueued = TRUE

@@ -112,32 +112,41 @@ pub(crate) const POSTGRES: Dialect = Dialect {
 /// compiled once per backend, so one query text serves both. `on_pool!` reads (on SQLite, from
 /// the pool of readers); `on_writer!` writes (on SQLite, on the one writer connection).
 macro_rules! on_pool {
-    (@$role:ident $store:expr, |$pool:ident, $d:ident| $body:expr) => {
+    (@$sqlite:ident, $postgres:ident; $store:expr, |$pool:ident, $d:ident| $body:expr) => {
         match $store {
             $crate::store::Store::Sqlite(db) => {
                 #[allow(unused_variables)]
                 let $d = &$crate::store::SQLITE;
-                let $pool = &db.$role;
+                let $pool = &db.$sqlite;
                 $body
             }
             $crate::store::Store::Postgres(db) => {
                 #[allow(unused_variables)]
                 let $d = &$crate::store::POSTGRES;
-                let $pool = &db.pool;
+                let $pool = &db.$postgres;
                 $body
             }
         }
     };
     ($store:expr, |$pool:ident, $d:ident| $body:expr) => {
-        $crate::store::on_pool!(@read $store, |$pool, $d| $body)
+        $crate::store::on_pool!(@read, pool; $store, |$pool, $d| $body)
     };
 }
 macro_rules! on_writer {
     ($store:expr, |$pool:ident, $d:ident| $body:expr) => {
-        $crate::store::on_pool!(@write $store, |$pool, $d| $body)
+        $crate::store::on_pool!(@write, pool; $store, |$pool, $d| $body)
     };
 }
-pub(crate) use {on_pool, on_writer};
+/// The sender's statements: on PostgreSQL, the connections that walk queue indexes in order.
+macro_rules! on_queue {
+    (read, $store:expr, |$pool:ident, $d:ident| $body:expr) => {
+        $crate::store::on_pool!(@read, queue; $store, |$pool, $d| $body)
+    };
+    (write, $store:expr, |$pool:ident, $d:ident| $body:expr) => {
+        $crate::store::on_pool!(@write, queue; $store, |$pool, $d| $body)
+    };
+}
+pub(crate) use {on_pool, on_queue, on_writer};
 
 /// The database behind Bulletin. Cheap to clone (pools are reference counted).
 #[derive(Clone, Debug)]
@@ -151,6 +160,8 @@ pub struct PgStore {
     pub pool: PgPool,
     /// For the signup writer only (see `Store::connect`).
     signups: PgPool,
+    /// For the sender's claims and records (see `Store::connect`).
+    queue: PgPool,
 }
 
 /// SQLite lets one connection write at a time, and a connection that finds the file locked
@@ -245,22 +256,34 @@ impl Store {
             // Defence in depth: a transaction left open by a cancelled future (a known sqlx
             // fault with PostgreSQL) is ended by the server instead of holding locks forever.
             let options = PgConnectOptions::from_str(url)?.options([("idle_in_transaction_session_timeout", "60s")]);
-            // Custom plans for most statements: they are prepared once per connection, and a
-            // generic plan made while a table was small (a sequential scan where the table now
-            // needs its index, on a new installation) would be kept as the table grows.
             let pool = PgPoolOptions::new()
                 .max_connections(16)
                 .acquire_timeout(Duration::from_secs(10))
-                .connect_with(options.clone().options([("plan_cache_mode", "force_custom_plan")]))
+                .connect_with(options.clone())
                 .await?;
-            // The signup writer's statements are written so that no plan depends on a table's
-            // size (index lookups through ON CONFLICT, arrays unnested), and planning them
-            // afresh would be a fifth of a batch's cost: its connections keep generic plans.
+            // The signup writer's statements reach rows only through ON CONFLICT arbiters and
+            // unnested arrays, so no plan of theirs depends on a table's size: a pool of their
+            // own, so that nothing else competes with them for a connection.
             let signups = PgPoolOptions::new()
                 .max_connections(2)
                 .acquire_timeout(Duration::from_secs(10))
-                .connect_lazy_with(options);
-            Ok(Store::Postgres(PgStore { pool, signups }))
+                .connect_lazy_with(options.clone());
+            // The queues fill in seconds (a burst of signups, a digest to a million readers),
+            // far faster than statistics follow: planned from statistics of a near-empty table,
+            // a claim sorts the whole queue to take the first hundred rows. The sender's
+            // statements only ever walk an index in its order or look rows up by id, so on its
+            // connections the planner may not sort or build bitmaps, and plans each statement for
+            // its arguments and the tables' current size. (Not on the other connections: the
+            // setting re-plans foreign-key checks too, one per inserted row.)
+            let queue = PgPoolOptions::new()
+                .max_connections(16)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect_lazy_with(options.options([
+                    ("plan_cache_mode", "force_custom_plan"),
+                    ("enable_sort", "off"),
+                    ("enable_bitmapscan", "off"),
+                ]));
+            Ok(Store::Postgres(PgStore { pool, signups, queue }))
         } else {
             Err(StoreError::Database(sqlx::Error::Configuration(
                 "the URL must start with sqlite:// or postgres://".into(),
@@ -284,6 +307,17 @@ impl Store {
         Ok(())
     }
 
+    /// Refreshes the planner's statistics of the subscriber tables after a bulk load, which
+    /// changes them faster than autovacuum follows (PostgreSQL; SQLite plans without them).
+    pub async fn analyze_subscribers(&self) -> Result<()> {
+        if let Store::Postgres(db) = self {
+            sqlx::query("ANALYZE subscribers, subscriptions")
+                .execute(&db.pool)
+                .await?;
+        }
+        Ok(())
+    }
+
     /// Answers when the database does.
     pub async fn ping(&self) -> Result<()> {
         on_pool!(self, |pool, _d| {
@@ -302,6 +336,7 @@ impl Store {
             Store::Postgres(db) => {
                 db.pool.close().await;
                 db.signups.close().await;
+                db.queue.close().await;
             }
         }
     }

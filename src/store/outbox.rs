@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use sqlx::AssertSqlSafe;
 
-use super::{Result, Store, on_pool, on_writer};
+use super::{Result, Store, on_pool, on_queue, on_writer};
 
 /// Lower sends first: confirmations before anything else.
 pub const PRIORITY_CONFIRMATION: i32 = 0;
@@ -115,7 +115,7 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<OutboxMessage>> {
         let now = super::now();
-        on_writer!(self, |pool, d| {
+        on_queue!(write, self, |pool, d| {
             let sql = d.claim(
                 "outbox",
                 "status = 'queued' AND next_attempt_at <= $3",
@@ -177,7 +177,7 @@ impl Store {
         ids: &[i64],
         lease_until: DateTime<Utc>,
     ) -> Result<()> {
-        on_writer!(self, |pool, d| {
+        on_queue!(write, self, |pool, d| {
             let sql = format!(
                 "UPDATE {} SET lease_until = $1
                  WHERE id IN (SELECT CAST(t.value AS BIGINT) FROM {}) AND leased_by = $3 AND status = 'queued'",
@@ -200,7 +200,7 @@ impl Store {
             return Ok(());
         }
         let now = super::now();
-        on_writer!(self, |pool, d| {
+        on_queue!(write, self, |pool, d| {
             let sql = format!(
                 "UPDATE {} SET status = 'sent', attempts = attempts + 1, lease_until = NULL, last_error = NULL{},
                         sent_at = $1
@@ -240,7 +240,7 @@ impl Store {
                  AND EXISTS (SELECT 1 FROM digests g WHERE g.id = q.digest_id AND g.status <> 'cancelled')"
             }
         };
-        on_pool!(self, |pool, d| {
+        on_queue!(read, self, |pool, d| {
             let sql = format!(
                 "SELECT q.id FROM {rows} JOIN {table} q ON q.id = CAST(t.value ->> 0 AS BIGINT)
                  WHERE q.status = 'queued' AND {wanted_by_list}
@@ -261,7 +261,7 @@ impl Store {
         if ids.is_empty() {
             return Ok(());
         }
-        on_writer!(self, |pool, d| {
+        on_queue!(write, self, |pool, d| {
             let sql = format!(
                 "UPDATE {} SET status = 'cancelled', lease_until = NULL, last_error = $1{}
                  WHERE id IN (SELECT CAST(t.value AS BIGINT) FROM {}) AND status = 'queued'",
@@ -285,7 +285,7 @@ impl Store {
              WHERE id = $3",
             queue.table()
         );
-        on_writer!(self, |pool, _d| {
+        on_queue!(write, self, |pool, _d| {
             sqlx::query(AssertSqlSafe(sql))
                 .bind(next_attempt_at)
                 .bind(error)
@@ -304,7 +304,7 @@ impl Store {
             queue.table(),
             queue.finished_extra()
         );
-        on_writer!(self, |pool, _d| {
+        on_queue!(write, self, |pool, _d| {
             sqlx::query(AssertSqlSafe(sql))
                 .bind(status)
                 .bind(error)
@@ -320,7 +320,7 @@ impl Store {
         if ids.is_empty() {
             return Ok(());
         }
-        on_writer!(self, |pool, d| {
+        on_queue!(write, self, |pool, d| {
             let sql = format!(
                 "UPDATE {} SET lease_until = NULL WHERE id IN (SELECT CAST(t.value AS BIGINT) FROM {}) AND status = 'queued'",
                 queue.table(),

@@ -8,6 +8,7 @@ mod defences;
 mod digest_flow;
 mod dkim;
 mod feeds;
+mod guarantees;
 mod import;
 mod optin;
 mod scale;
