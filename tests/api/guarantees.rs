@@ -13,6 +13,7 @@ use crate::support::app::{Backend, MAIL_WAIT, TestApp};
 
 on_both_backends!(
     unsubscribe_mid_batch_stops_the_rest_within_the_window,
+    a_send_rate_does_not_stretch_the_window,
     list_bombing_in_one_batch_sends_one_confirmation,
     a_list_created_by_the_cli_takes_signups_at_once,
     every_answered_signup_is_already_stored,
@@ -498,4 +499,52 @@ async fn every_answered_signup_is_already_stored(backend: Backend) {
     }
     assert_eq!(answered, 100);
     app.smtp.wait_for_count(100, MAIL_WAIT).await;
+}
+
+/// `BULLETIN_SEND_RATE` makes a worker wait for its slot: the wait comes before the last check,
+/// not between the check and the send. One message every 2 s; the second reader unsubscribes as
+/// soon as the first message arrives, 2 s before the second would go.
+async fn a_send_rate_does_not_stretch_the_window(backend: Backend) {
+    let Some(app) = TestApp::spawn_with(backend, &[("BULLETIN_SMTP_POOL", "1"), ("BULLETIN_SEND_RATE", "0.5")]).await
+    else {
+        return;
+    };
+    app.create_list("daily", "Daily Briefing").await;
+    let readers: Vec<String> = (0..3).map(|n| format!("paced{n}@news.example")).collect();
+    import_confirmed(&app, "daily", &readers).await;
+    push_items(&app, "daily", &[("a", "Story A", 10)]).await;
+    let r = app
+        .admin(Method::POST, "/api/lists/daily/digests")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let id: Value = r.json::<Value>().await.unwrap()["id"].clone();
+
+    app.smtp.wait_for_count(1, MAIL_WAIT).await;
+    let second = app
+        .sql_strings(
+            "SELECT CAST(subscription_id AS TEXT) || ' ' || recipient FROM deliveries
+             ORDER BY id LIMIT 1 OFFSET 1",
+        )
+        .await;
+    let (subscription, target) = second[0].split_once(' ').expect("a second delivery");
+    let target = target.to_owned();
+    assert_eq!(digests_to(&app, &target), 0, "the second message waits for its slot");
+    let token = bulletin::domain::sign_unsubscribe(&app.secret().await, subscription.parse().unwrap());
+    let r = app
+        .client
+        .post(app.url(&format!("/unsubscribe?token={token}")))
+        .form(&[("List-Unsubscribe", "One-Click")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    wait_until("the digest is done", || async {
+        digest(&app, &id).await["status"] == "done"
+    })
+    .await;
+    assert_eq!(digests_to(&app, &target), 0, "{target} unsubscribed before its slot");
+    assert_eq!(digest_count(&app), 2, "the other two readers get it");
 }
