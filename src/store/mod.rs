@@ -229,7 +229,10 @@ impl Store {
                 .busy_timeout(Duration::from_secs(10))
                 .foreign_keys(true)
                 // After a checkpoint lets the WAL start over, its file is cut back to this.
-                .pragma("journal_size_limit", (64 * 1024 * 1024).to_string());
+                .pragma("journal_size_limit", (64 * 1024 * 1024).to_string())
+                // Statement journals (an upsert of many rows keeps one, to undo itself alone)
+                // in memory rather than in temporary files.
+                .pragma("temp_store", "memory");
             let write = SqlitePoolOptions::new()
                 .max_connections(1)
                 .acquire_timeout(Duration::from_secs(10))
