@@ -30,15 +30,13 @@ pub struct SignupWriter {
 
 impl SignupWriter {
     /// Starts the writer tasks of this process. SQLite has one writer connection, so one task;
-    /// PostgreSQL gets four, so that batches are built and planned while others commit (two
-    /// gave 0.090 of the ceiling and a p99 of 28 ms, three 0.094 and 20 ms, four 0.099 and
-    /// 18 ms: see BENCHMARKS.md).
+    /// PostgreSQL gets two, so that one batch is built while the other commits.
     pub fn spawn(store: Store, config: Config, wake: Arc<Notify>) -> Self {
         let (queue, receiver) = mpsc::channel(QUEUE);
         let receiver = Arc::new(Mutex::new(receiver));
         let writers = match store {
             Store::Sqlite(_) => 1,
-            Store::Postgres(_) => 4,
+            Store::Postgres(_) => 2,
         };
         let pressure = Arc::new(Pressure::default());
         let shared = Arc::new(Shared {
@@ -87,7 +85,7 @@ async fn run(shared: Arc<Shared>, receiver: Arc<Mutex<mpsc::Receiver<(Signup, Re
     } = &*shared;
     let mut batch = Vec::with_capacity(MAX_BATCH);
     loop {
-        // Holding the receiver only while taking: another writer takes the next batch while
+        // Holding the receiver only while taking: the other writer takes the next batch while
         // this one is written.
         if receiver.lock().await.recv_many(&mut batch, MAX_BATCH).await == 0 {
             return;

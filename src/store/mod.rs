@@ -268,7 +268,7 @@ impl Store {
             // unnested arrays, so no plan of theirs depends on a table's size: a pool of their
             // own, so that nothing else competes with them for a connection.
             let signups = PgPoolOptions::new()
-                .max_connections(4)
+                .max_connections(2)
                 .acquire_timeout(Duration::from_secs(10))
                 .connect_lazy_with(options.clone());
             // The queues fill in seconds (a burst of signups, a digest to a million readers),
