@@ -3,13 +3,17 @@
 //! the batch has committed. Under light load a batch is one signup and nothing waits; under a
 //! burst, one transaction (one fsync on PostgreSQL, one turn of SQLite's writer) carries many.
 //!
+//! Signups of one address always go to the same writer, so that within a process they are
+//! written in the order they arrived, in one batch when they pile up (list bombing is capped by
+//! one plan, not raced by two transactions).
+//!
 //! A request that goes away (the client hung up, the deadline passed) leaves its signup in the
 //! batch: the writer, not the request, owns the transaction, so no transaction is ever abandoned
 //! half-way.
 
 use std::sync::Arc;
 
-use tokio::sync::{Mutex, Notify, mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::Signup;
 use crate::config::Config;
@@ -17,26 +21,26 @@ use crate::store::{SignupOutcome, Store, StoreError};
 
 /// Signups per transaction at most.
 const MAX_BATCH: usize = 256;
-/// Signups waiting for a writer at most; further requests wait for room.
-const QUEUE: usize = 4 * MAX_BATCH;
+/// Signups waiting for each writer at most; further requests wait for room.
+const QUEUE: usize = 2 * MAX_BATCH;
 
 type Reply = oneshot::Sender<Result<SignupOutcome, StoreError>>;
 
 #[derive(Clone)]
 pub struct SignupWriter {
-    queue: mpsc::Sender<(Signup, Reply)>,
+    /// One queue per writer task.
+    queues: Arc<[mpsc::Sender<(Signup, Reply)>]>,
     pressure: Arc<Pressure>,
 }
 
 impl SignupWriter {
     /// Starts the writer tasks of this process. SQLite has one writer connection, so one task;
-    /// PostgreSQL gets two, so that one batch is built while the other commits.
+    /// PostgreSQL gets four, so that batches are built and planned while others commit (its cost
+    /// per signup is CPU, not the commit's flush, so more writers overlap more of it).
     pub fn spawn(store: Store, config: Config, wake: Arc<Notify>) -> Self {
-        let (queue, receiver) = mpsc::channel(QUEUE);
-        let receiver = Arc::new(Mutex::new(receiver));
         let writers = match store {
             Store::Sqlite(_) => 1,
-            Store::Postgres(_) => 2,
+            Store::Postgres(_) => crate::store::SIGNUP_WRITERS,
         };
         let pressure = Arc::new(Pressure::default());
         let shared = Arc::new(Shared {
@@ -45,10 +49,17 @@ impl SignupWriter {
             wake,
             pressure: pressure.clone(),
         });
-        for _ in 0..writers {
-            tokio::spawn(run(shared.clone(), receiver.clone()));
+        let queues: Vec<_> = (0..writers)
+            .map(|_| {
+                let (queue, receiver) = mpsc::channel(QUEUE);
+                tokio::spawn(run(shared.clone(), receiver));
+                queue
+            })
+            .collect();
+        Self {
+            queues: queues.into(),
+            pressure,
         }
-        Self { queue, pressure }
     }
 
     /// How busy signups are, for the sender to yield to them.
@@ -59,13 +70,22 @@ impl SignupWriter {
     /// Records `signup` with the next batch; answers once that batch has committed.
     pub async fn submit(&self, signup: Signup) -> Result<SignupOutcome, StoreError> {
         let (reply, answer) = oneshot::channel();
-        if self.queue.send((signup, reply)).await.is_err() {
+        let queue = &self.queues[writer_of(&signup.email.key(), self.queues.len())];
+        if queue.send((signup, reply)).await.is_err() {
             return Err(StoreError::Batch("the signup writer has stopped".into()));
         }
         answer
             .await
             .unwrap_or_else(|_| Err(StoreError::Batch("the signup writer has stopped".into())))
     }
+}
+
+/// The writer of an address: the same for every signup of it.
+fn writer_of(key: &str, writers: usize) -> usize {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut hasher);
+    (hasher.finish() % writers as u64) as usize
 }
 
 struct Shared {
@@ -76,7 +96,7 @@ struct Shared {
 }
 
 /// Takes batches until every `SignupWriter` is dropped and the queue is empty.
-async fn run(shared: Arc<Shared>, receiver: Arc<Mutex<mpsc::Receiver<(Signup, Reply)>>>) {
+async fn run(shared: Arc<Shared>, mut receiver: mpsc::Receiver<(Signup, Reply)>) {
     let Shared {
         store,
         config,
@@ -85,9 +105,7 @@ async fn run(shared: Arc<Shared>, receiver: Arc<Mutex<mpsc::Receiver<(Signup, Re
     } = &*shared;
     let mut batch = Vec::with_capacity(MAX_BATCH);
     loop {
-        // Holding the receiver only while taking: the other writer takes the next batch while
-        // this one is written.
-        if receiver.lock().await.recv_many(&mut batch, MAX_BATCH).await == 0 {
+        if receiver.recv_many(&mut batch, MAX_BATCH).await == 0 {
             return;
         }
         pressure.note_batch(batch.len());

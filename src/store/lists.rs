@@ -30,6 +30,9 @@ pub struct NewList {
     pub description: String,
 }
 
+/// Every list, oldest first (the order they appear on the signup page).
+pub(super) const ALL_LISTS: &str = "SELECT id, slug, name, description, created_at FROM lists ORDER BY id";
+
 impl Store {
     /// Creates a list; `Conflict` when the slug is taken.
     pub async fn create_list(&self, new: &NewList) -> Result<List> {
@@ -51,11 +54,7 @@ impl Store {
     /// Every list, oldest first (the order they appear on the signup page).
     pub async fn lists(&self) -> Result<Vec<List>> {
         on_pool!(self, |pool, _d| {
-            Ok(
-                sqlx::query_as::<_, List>("SELECT id, slug, name, description, created_at FROM lists ORDER BY id")
-                    .fetch_all(pool)
-                    .await?,
-            )
+            Ok(sqlx::query_as::<_, List>(ALL_LISTS).fetch_all(pool).await?)
         })
     }
 

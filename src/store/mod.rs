@@ -180,6 +180,9 @@ pub struct SqliteStore {
     checkpoint: SqlitePool,
 }
 
+/// Signup writer tasks of a process on PostgreSQL, each with a connection of its own.
+pub const SIGNUP_WRITERS: usize = 4;
+
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 
 /// Copies committed WAL frames into the database file without blocking the writer or readers
@@ -268,7 +271,7 @@ impl Store {
             // unnested arrays, so no plan of theirs depends on a table's size: a pool of their
             // own, so that nothing else competes with them for a connection.
             let signups = PgPoolOptions::new()
-                .max_connections(2)
+                .max_connections(SIGNUP_WRITERS as u32)
                 .acquire_timeout(Duration::from_secs(10))
                 .connect_lazy_with(options.clone());
             // The queues fill in seconds (a burst of signups, a digest to a million readers),

@@ -70,9 +70,8 @@ struct Plan<'a> {
     /// (list, subscriber) → the signup whose consent record the pending subscription gets (the
     /// batch's last for that pair, as if written in order).
     subscriptions: HashMap<(i64, i64), usize>,
-    /// (subscriber, token hash) of each confirmation, and (token hash, list) of what it confirms.
-    confirmations: Vec<(i64, &'a str)>,
-    confirmation_lists: Vec<(&'a str, i64)>,
+    /// (subscriber, token hash, the lists it confirms as a JSON array) of each confirmation.
+    confirmations: Vec<(i64, &'a str, String)>,
     outbox: Vec<NewOutboxMessage>,
     outcomes: Vec<SignupOutcome>,
 }
@@ -120,9 +119,8 @@ fn plan<'a>(
         row.confirmations_day_start = Some(day_start);
         row.confirmations_day_count = day_count + 1;
         state.sent = Some(state.sent.unwrap_or(false) || restarted);
-        plan.confirmations.push((row.id, signup.token_hash));
-        plan.confirmation_lists
-            .extend(needed.iter().map(|l| (signup.token_hash, l.id)));
+        let list_ids = json!(needed.iter().map(|l| l.id).collect::<Vec<_>>()).to_string();
+        plan.confirmations.push((row.id, signup.token_hash, list_ids));
         plan.outbox.push(render(i, &needed));
         plan.outcomes.push(SignupOutcome::ConfirmationQueued);
     }
@@ -284,19 +282,14 @@ async fn postgres_batch(
              {UPSERT_CONFLICT}
              RETURNING 1),
          confirmation AS (
-             INSERT INTO confirmations (subscriber_id, token_hash, created_at, expires_at)
-             SELECT s, h, $1, $7 FROM UNNEST($8::bigint[], $9::text[]) AS t(s, h)
-             RETURNING id, token_hash),
-         confirmation_list AS (
-             INSERT INTO confirmation_lists (confirmation_id, list_id)
-             SELECT c.id, t.l FROM confirmation c JOIN UNNEST($10::text[], $11::bigint[]) AS t(h, l)
-                 ON t.h = c.token_hash
+             INSERT INTO confirmations (subscriber_id, token_hash, created_at, expires_at, list_ids)
+             SELECT s, h, $1, $7, l FROM UNNEST($8::bigint[], $9::text[], $10::text[]) AS t(s, h, l)
              RETURNING 1),
          capped AS (
              INSERT INTO subscribers (email, email_key, created_at, last_confirmation_at,
                                       confirmations_day_start, confirmations_day_count)
              SELECT k, k, $1, $1, CASE WHEN t.restarted THEN $1 END, t.n
-             FROM UNNEST($12::text[], $13::bool[], $14::int[]) AS t(k, restarted, n)
+             FROM UNNEST($11::text[], $12::bool[], $13::int[]) AS t(k, restarted, n)
              ON CONFLICT (email_key) DO UPDATE SET last_confirmation_at = excluded.last_confirmation_at,
                  confirmations_day_start = COALESCE(excluded.confirmations_day_start,
                                                     subscribers.confirmations_day_start),
@@ -305,10 +298,10 @@ async fn postgres_batch(
          queued AS (
              INSERT INTO outbox (kind, priority, recipient, subject, params, headers, next_attempt_at, created_at)
              SELECT k, p, r, sub, pa, h, $1, $1
-             FROM UNNEST($15::text[], $16::int[], $17::text[], $18::text[], $19::text[], $20::text[])
+             FROM UNNEST($14::text[], $15::int[], $16::text[], $17::text[], $18::text[], $19::text[])
                  AS t(k, p, r, sub, pa, h)
              RETURNING 1)
-         SELECT (SELECT COUNT(*) FROM subscribed) + (SELECT COUNT(*) FROM confirmation_list)
+         SELECT (SELECT COUNT(*) FROM subscribed) + (SELECT COUNT(*) FROM confirmation)
               + (SELECT COUNT(*) FROM capped) + (SELECT COUNT(*) FROM queued)"
     )))
     .bind(now)
@@ -325,8 +318,7 @@ async fn postgres_batch(
     .bind(now + rules.token_ttl)
     .bind(plan.confirmations.iter().map(|c| c.0).collect::<Vec<_>>())
     .bind(plan.confirmations.iter().map(|c| c.1).collect::<Vec<_>>())
-    .bind(plan.confirmation_lists.iter().map(|c| c.0).collect::<Vec<_>>())
-    .bind(plan.confirmation_lists.iter().map(|c| c.1).collect::<Vec<_>>())
+    .bind(plan.confirmations.iter().map(|c| c.2.as_str()).collect::<Vec<_>>())
     .bind(caps.iter().map(|c| c.key).collect::<Vec<_>>())
     .bind(caps.iter().map(|c| c.restarted).collect::<Vec<_>>())
     .bind(caps.iter().map(|c| c.count).collect::<Vec<_>>())
@@ -406,23 +398,20 @@ async fn sqlite_batch(
          SELECT value ->> 0, value ->> 1, 'pending', $1, $1, value ->> 2, value ->> 3, value ->> 4
          FROM json_each($2) WHERE true
          {UPSERT_CONFLICT};
-         INSERT INTO confirmations (subscriber_id, token_hash, created_at, expires_at)
-         SELECT value ->> 0, value ->> 1, $1, $3 FROM json_each($4);
-         INSERT INTO confirmation_lists (confirmation_id, list_id)
-         SELECT c.id, j.value ->> 1 FROM json_each($5) j JOIN confirmations c ON c.token_hash = j.value ->> 0;
+         INSERT INTO confirmations (subscriber_id, token_hash, created_at, expires_at, list_ids)
+         SELECT value ->> 0, value ->> 1, $1, $3, value ->> 2 FROM json_each($4);
          UPDATE subscribers SET last_confirmation_at = $1,
              confirmations_day_start = CASE WHEN j.value ->> 1 THEN $1 ELSE confirmations_day_start END,
              confirmations_day_count = j.value ->> 2
-         FROM json_each($6) j WHERE subscribers.id = j.value ->> 0;
+         FROM json_each($5) j WHERE subscribers.id = j.value ->> 0;
          INSERT INTO outbox (kind, priority, recipient, subject, params, headers, next_attempt_at, created_at)
          SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, $1, $1
-         FROM json_each($7);"
+         FROM json_each($6);"
     )))
     .bind(now)
     .bind(json!(subscriptions).to_string())
     .bind(now + rules.token_ttl)
     .bind(json!(plan.confirmations).to_string())
-    .bind(json!(plan.confirmation_lists).to_string())
     .bind(
         json!(
             cap_rows(&states)

@@ -69,28 +69,34 @@ pub struct SubscriberPage {
     pub next: Option<String>,
 }
 
+/// The lists of `all` (a site has a handful) that a confirmation's `list_ids` (a JSON array of ids) names, oldest first.
+/// A list deleted since the email was sent is skipped.
+fn named_lists(all: Vec<List>, list_ids: &str) -> Vec<List> {
+    let ids: Vec<i64> = serde_json::from_str(list_ids).unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "a confirmation's list ids do not parse");
+        Vec::new()
+    });
+    all.into_iter().filter(|l| ids.contains(&l.id)).collect()
+}
+
 impl Store {
     /// Looks a confirmation token up without changing anything (for the scanner-safe GET).
     pub async fn check_confirmation(&self, token_hash: &str) -> Result<ConfirmOutcome> {
         let now = super::now();
         on_pool!(self, |pool, _d| {
-            let row: Option<(i64, DateTime<Utc>)> =
-                sqlx::query_as("SELECT id, expires_at FROM confirmations WHERE token_hash = $1")
+            let row: Option<(DateTime<Utc>, String)> =
+                sqlx::query_as("SELECT expires_at, list_ids FROM confirmations WHERE token_hash = $1")
                     .bind(token_hash)
                     .fetch_optional(pool)
                     .await?;
             Ok(match row {
                 None => ConfirmOutcome::Unknown,
-                Some((_, expires_at)) if expires_at <= now => ConfirmOutcome::Expired,
-                Some((id, _)) => ConfirmOutcome::Confirmed {
-                    lists: sqlx::query_as::<_, List>(
-                        "SELECT l.id, l.slug, l.name, l.description, l.created_at
-                         FROM confirmation_lists cl JOIN lists l ON l.id = cl.list_id
-                         WHERE cl.confirmation_id = $1 ORDER BY l.id",
-                    )
-                    .bind(id)
-                    .fetch_all(pool)
-                    .await?,
+                Some((expires_at, _)) if expires_at <= now => ConfirmOutcome::Expired,
+                Some((_, list_ids)) => ConfirmOutcome::Confirmed {
+                    lists: named_lists(
+                        sqlx::query_as(super::lists::ALL_LISTS).fetch_all(pool).await?,
+                        &list_ids,
+                    ),
                     newly: Vec::new(),
                 },
             })
@@ -181,27 +187,23 @@ impl Store {
         let now = super::now();
         on_writer!(self, |pool, d| {
             let mut tx = super::begin(pool, d.begin_write).await?;
-            let row: Option<(i64, i64, DateTime<Utc>, String)> = sqlx::query_as(
-                "SELECT c.id, c.subscriber_id, c.expires_at, s.email
+            let row: Option<(String, i64, DateTime<Utc>, String)> = sqlx::query_as(
+                "SELECT c.list_ids, c.subscriber_id, c.expires_at, s.email
                  FROM confirmations c JOIN subscribers s ON s.id = c.subscriber_id
                  WHERE c.token_hash = $1",
             )
             .bind(token_hash)
             .fetch_optional(&mut *tx)
             .await?;
-            let (confirmation_id, subscriber_id, email) = match row {
+            let (list_ids, subscriber_id, email) = match row {
                 None => return Ok(ConfirmOutcome::Unknown),
                 Some((_, _, expires_at, _)) if expires_at <= now => return Ok(ConfirmOutcome::Expired),
-                Some((id, subscriber, _, email)) => (id, subscriber, email),
+                Some((list_ids, subscriber, _, email)) => (list_ids, subscriber, email),
             };
-            let lists = sqlx::query_as::<_, List>(
-                "SELECT l.id, l.slug, l.name, l.description, l.created_at
-                 FROM confirmation_lists cl JOIN lists l ON l.id = cl.list_id
-                 WHERE cl.confirmation_id = $1 ORDER BY l.id",
-            )
-            .bind(confirmation_id)
-            .fetch_all(&mut *tx)
-            .await?;
+            let lists = named_lists(
+                sqlx::query_as(super::lists::ALL_LISTS).fetch_all(&mut *tx).await?,
+                &list_ids,
+            );
             let mut newly = Vec::new();
             for list in &lists {
                 let confirmed: Option<i64> = sqlx::query_scalar(
@@ -246,22 +248,18 @@ impl Store {
     /// The address and lists of a confirmation token, expired or not (to send a fresh link).
     pub async fn confirmation_request(&self, token_hash: &str) -> Result<Option<(String, Vec<List>)>> {
         on_pool!(self, |pool, _d| {
-            let row: Option<(i64, String)> = sqlx::query_as(
-                "SELECT c.id, s.email FROM confirmations c JOIN subscribers s ON s.id = c.subscriber_id
+            let row: Option<(String, String)> = sqlx::query_as(
+                "SELECT c.list_ids, s.email FROM confirmations c JOIN subscribers s ON s.id = c.subscriber_id
                  WHERE c.token_hash = $1",
             )
             .bind(token_hash)
             .fetch_optional(pool)
             .await?;
-            let Some((id, email)) = row else { return Ok(None) };
-            let lists = sqlx::query_as::<_, List>(
-                "SELECT l.id, l.slug, l.name, l.description, l.created_at
-                 FROM confirmation_lists cl JOIN lists l ON l.id = cl.list_id
-                 WHERE cl.confirmation_id = $1 ORDER BY l.id",
-            )
-            .bind(id)
-            .fetch_all(pool)
-            .await?;
+            let Some((list_ids, email)) = row else { return Ok(None) };
+            let lists = named_lists(
+                sqlx::query_as(super::lists::ALL_LISTS).fetch_all(pool).await?,
+                &list_ids,
+            );
             Ok(Some((email, lists)))
         })
     }
