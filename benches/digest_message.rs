@@ -31,10 +31,20 @@ fn digest_parts() -> DigestParts {
                 .repeat(3),
             summary_text: "The council voted on Tuesday. Here is what changes for readers.".repeat(3),
             published_at: now - TimeDelta::minutes(i),
+            image_url: Some(format!("https://news.example/images/story-{i}.jpg")),
+            image_width: Some(600),
         })
         .collect();
-    let rendered =
-        bulletin::digest::render(&list, &items, None, now, chrono_tz::Europe::Kyiv, Some("1 Main Street")).unwrap();
+    let rendered = bulletin::digest::render(
+        &list,
+        &items,
+        None,
+        now,
+        chrono_tz::Europe::Kyiv,
+        Some("1 Main Street"),
+        Some("https://news.example/digests/0123456789abcdef0123456789abcdef"),
+    )
+    .unwrap();
     DigestParts {
         id: 1,
         list_id: list.id,

@@ -141,6 +141,13 @@ impl Application {
         let purge_task = tokio::spawn(purge_loop(state.store.clone(), shutdown_rx.clone()));
         let poller_task = tokio::spawn(state.poller.clone().run(shutdown_rx.clone()));
         let digests_task = tokio::spawn(digest_upkeep(state.store.clone(), shutdown_rx.clone()));
+        let scheduler = crate::schedule::Scheduler {
+            store: state.store.clone(),
+            config: state.config.clone(),
+            wake: state.schedule_wake.clone(),
+            sender_wake: state.sender_wake.clone(),
+        };
+        let scheduler_task = tokio::spawn(scheduler.run(shutdown_rx.clone()));
 
         let server = crate::http::server::serve(
             listener,
@@ -159,6 +166,7 @@ impl Application {
         let _ = purge_task.await;
         let _ = poller_task.await;
         let _ = digests_task.await;
+        let _ = scheduler_task.await;
         state.store.close().await;
         served
     }

@@ -22,8 +22,10 @@ pub struct Config {
     pub max_attempts: u32,
     /// SMTP connections (sender workers) per process.
     pub smtp_pool: usize,
-    /// Time zone of dates in digests.
+    /// Time zone of dates in digests, and of schedules that name none.
     pub timezone: chrono_tz::Tz,
+    /// A scheduled digest is sent only while its slot is younger than this.
+    pub schedule_grace: Duration,
     /// The sender's postal address, shown in every digest's footer.
     pub postal_address: Option<String>,
     /// Messages per second per process, if limited.
@@ -138,6 +140,10 @@ impl Config {
             return Err(err("BULLETIN_CONFIRM_TTL", "must be longer than zero".into()));
         }
         let retry_base = duration("BULLETIN_RETRY_BASE", "30s")?;
+        let schedule_grace = duration("BULLETIN_SCHEDULE_GRACE", "2h")?;
+        if schedule_grace.is_zero() {
+            return Err(err("BULLETIN_SCHEDULE_GRACE", "must be longer than zero".into()));
+        }
         let max_attempts = var("BULLETIN_MAX_ATTEMPTS")
             .map(|v| v.parse::<u32>().ok().filter(|n| *n >= 1))
             .unwrap_or(Some(12))
@@ -265,6 +271,7 @@ impl Config {
             max_attempts,
             smtp_pool,
             timezone,
+            schedule_grace,
             postal_address,
             send_rate,
             rate_limit,

@@ -14,6 +14,7 @@ pub mod feeds;
 pub mod http;
 pub mod import;
 pub mod mail;
+pub mod schedule;
 pub mod signup;
 pub mod store;
 

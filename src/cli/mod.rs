@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod digest;
+mod schedule;
 
 use crate::app::{Application, StartError, open_store};
 use crate::config::Config;
@@ -126,6 +127,25 @@ enum ListsCommand {
         #[arg(long, default_value = "")]
         description: String,
     },
+    /// Show a list's digest schedule with its next five slots, set it, or remove it (--off).
+    Schedule {
+        /// The list's slug.
+        slug: String,
+        /// A five-field cron pattern in the schedule's zone, like "0 7 * * *".
+        cron: Option<String>,
+        /// IANA time zone of the pattern (default BULLETIN_TIMEZONE).
+        #[arg(long)]
+        timezone: Option<String>,
+        /// Items per digest at most, 1–100 (default 20).
+        #[arg(long)]
+        max_items: Option<i64>,
+        /// Fewer eligible items than this skip the slot, 1–100 (default 1).
+        #[arg(long)]
+        min_items: Option<i64>,
+        /// Remove the schedule.
+        #[arg(long, conflicts_with_all = ["cron", "timezone", "max_items", "min_items"])]
+        off: bool,
+    },
 }
 
 /// Exit codes: 0 success, 1 the command failed, 2 bad configuration or unreachable database.
@@ -155,6 +175,29 @@ pub async fn run(cli: Cli) -> ExitCode {
                     name,
                     description,
                 }) => create_list(&store, &slug, &name, &description).await,
+                Some(ListsCommand::Schedule {
+                    slug,
+                    cron,
+                    timezone,
+                    max_items,
+                    min_items,
+                    off,
+                }) => {
+                    let change = match (off, cron) {
+                        (true, _) => schedule::Change::Off,
+                        (false, None) if timezone.is_some() || max_items.is_some() || min_items.is_some() => {
+                            return fail("give the cron pattern to set a schedule, like \"0 7 * * *\"");
+                        }
+                        (false, None) => schedule::Change::Show,
+                        (false, Some(cron)) => schedule::Change::Set {
+                            cron,
+                            timezone,
+                            max_items,
+                            min_items,
+                        },
+                    };
+                    schedule::run(&config, &store, &slug, change).await
+                }
             }
         }
         Command::Subscribers {

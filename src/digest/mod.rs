@@ -12,12 +12,37 @@ pub const MAX_ITEMS_LIMIT: i64 = 100;
 /// Without `since`, a digest looks back this far.
 pub const DEFAULT_LOOKBACK: TimeDelta = TimeDelta::hours(24);
 
-struct ItemView<'a> {
-    title: &'a str,
-    url: Option<&'a str>,
-    time: String,
-    summary_html: &'a str,
-    summary_text: &'a str,
+/// Widest an item's picture is shown: the width of the digest's content column.
+pub const IMAGE_WIDTH: i32 = 560;
+
+pub(crate) struct ItemView<'a> {
+    pub title: &'a str,
+    pub url: Option<&'a str>,
+    pub time: String,
+    pub summary_html: &'a str,
+    pub summary_text: &'a str,
+    pub image: Option<&'a str>,
+    /// The `width` attribute of the picture: its own width when the feed gave it, at most the
+    /// column's.
+    pub image_width: i32,
+}
+
+impl<'a> ItemView<'a> {
+    pub(crate) fn of(item: &'a DigestItem, tz: Tz) -> Self {
+        ItemView {
+            title: &item.title,
+            url: item.url.as_deref(),
+            time: item.published_at.with_timezone(&tz).format("%-d %b, %H:%M").to_string(),
+            summary_html: &item.summary_html,
+            summary_text: &item.summary_text,
+            image: item.image_url.as_deref(),
+            image_width: item
+                .image_width
+                .filter(|w| *w > 0)
+                .unwrap_or(IMAGE_WIDTH)
+                .min(IMAGE_WIDTH),
+        }
+    }
 }
 
 #[derive(Template)]
@@ -29,6 +54,7 @@ struct DigestHtml<'a> {
     email: &'a str,
     unsubscribe_url: &'a str,
     postal_address: Option<&'a str>,
+    web_url: Option<&'a str>,
 }
 
 #[derive(Template)]
@@ -40,6 +66,7 @@ struct DigestText<'a> {
     email: &'a str,
     unsubscribe_url: &'a str,
     postal_address: Option<&'a str>,
+    web_url: Option<&'a str>,
 }
 
 /// A digest rendered once for all its recipients (the shape the store keeps it in).
@@ -49,7 +76,7 @@ pub fn default_subject(list: &List, now: DateTime<Utc>, tz: Tz) -> String {
     format!("{} — {}", list.name, now.with_timezone(&tz).format("%-d %B %Y"))
 }
 
-/// Renders the shared part of a digest of `items` (newest first).
+/// Renders the shared part of a digest of `items` (newest first); `web_url` is its web version.
 pub fn render(
     list: &List,
     items: &[DigestItem],
@@ -57,19 +84,11 @@ pub fn render(
     now: DateTime<Utc>,
     tz: Tz,
     postal_address: Option<&str>,
+    web_url: Option<&str>,
 ) -> Result<Rendered, askama::Error> {
     let placeholder = format!("bulletin-{}-", crate::domain::hex(&rand::random::<[u8; 12]>()));
     let date = now.with_timezone(&tz).format("%A, %-d %B %Y").to_string();
-    let views: Vec<ItemView<'_>> = items
-        .iter()
-        .map(|i| ItemView {
-            title: &i.title,
-            url: i.url.as_deref(),
-            time: i.published_at.with_timezone(&tz).format("%-d %b, %H:%M").to_string(),
-            summary_html: &i.summary_html,
-            summary_text: &i.summary_text,
-        })
-        .collect();
+    let views: Vec<ItemView<'_>> = items.iter().map(|i| ItemView::of(i, tz)).collect();
     let unsubscribe = format!("{placeholder}U");
     let email = format!("{placeholder}E");
     let html = DigestHtml {
@@ -79,6 +98,7 @@ pub fn render(
         email: &email,
         unsubscribe_url: &unsubscribe,
         postal_address,
+        web_url,
     }
     .render()?;
     let text = DigestText {
@@ -88,6 +108,7 @@ pub fn render(
         email: &email,
         unsubscribe_url: &unsubscribe,
         postal_address,
+        web_url,
     }
     .render()?;
     let subject = subject
@@ -141,6 +162,8 @@ mod tests {
             summary_html: summary_html.into(),
             summary_text: "Plain summary".into(),
             published_at: "2026-11-28T06:30:00Z".parse().unwrap(),
+            image_url: None,
+            image_width: None,
         }
     }
 
@@ -155,6 +178,7 @@ mod tests {
             now,
             tz,
             Some("1 Main St"),
+            Some("https://n.example/digests/abc"),
         )
         .unwrap();
         // Dates in the configured zone: 23:30 UTC is already the 29th in Berlin.
@@ -236,6 +260,7 @@ pub async fn build_next(
         now,
         config.timezone,
         config.postal_address.as_deref(),
+        None,
     )
     .map_err(|e| DigestError::Render(e.to_string()))?;
     Ok((items, rendered))
@@ -271,7 +296,10 @@ pub async fn create(
     use crate::store::NextDigest;
     let fingerprint = request.fingerprint();
     let now = crate::store::now();
+    let public_id = crate::domain::hex(&rand::random::<[u8; 16]>());
+    let web_url = web_url(config, &public_id);
     let new = crate::store::NewDigest {
+        public_id: &public_id,
         list_id: list.id,
         since: request.since.unwrap_or(now - DEFAULT_LOOKBACK),
         max_items: request.max_items.unwrap_or(DEFAULT_MAX_ITEMS),
@@ -287,6 +315,7 @@ pub async fn create(
             now,
             config.timezone,
             config.postal_address.as_deref(),
+            Some(&web_url),
         )
         .map_err(|e| e.to_string())
     };
@@ -298,6 +327,14 @@ pub async fn create(
         NextDigest::NoRecipients => Err(DigestError::NoRecipients),
         NextDigest::RenderFailed(e) => Err(DigestError::Render(e)),
     }
+}
+
+/// The web version of a digest: a public page at an unguessable address (128 random bits).
+pub fn web_url(config: &crate::config::Config, public_id: &str) -> String {
+    format!(
+        "{}/digests/{public_id}",
+        config.public_url.as_str().trim_end_matches('/')
+    )
 }
 
 /// Writes the remaining delivery rows of a digest, chunk by chunk; safe to repeat after a crash.

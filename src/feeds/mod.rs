@@ -2,6 +2,7 @@
 //! lease in the database) and storing their items, cleaned and deduplicated.
 
 pub mod fetch;
+pub mod images;
 pub mod parse;
 
 use std::sync::Arc;
@@ -169,6 +170,11 @@ fn into_new_item(item: parse::ParsedItem) -> NewItem {
         url: item.url,
         summary_html: item.summary_html,
         summary_text: item.summary_text,
+        image_url: item.image.as_ref().map(|i| i.url.clone()),
+        image_width: item
+            .image
+            .and_then(|i| i.width)
+            .map(|w| w.min(images::MAX_WIDTH) as i32),
         published_at: item.published_at,
     }
 }

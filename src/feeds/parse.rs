@@ -41,6 +41,8 @@ pub struct ParsedItem {
     pub summary_html: String,
     /// Plain text of `summary_html`: blank lines between paragraphs, links as "text (url)".
     pub summary_text: String,
+    /// The entry's picture (see [`super::images`]).
+    pub image: Option<super::images::ItemImage>,
     /// Published, else updated.
     pub published_at: Option<DateTime<Utc>>,
 }
@@ -155,11 +157,25 @@ pub fn parse_feed(body: &[u8], content_type: Option<&str>, feed_url: &Url) -> Re
         None
     };
 
+    let json_images = if feed.feed_type == FeedType::JSON {
+        super::images::json_feed_images(&text, feed_url)
+    } else {
+        Vec::new()
+    };
+
     let mut seen = HashSet::new();
     let mut items = Vec::with_capacity(feed.entries.len());
     for (index, entry) in feed.entries.iter().enumerate() {
         let entry_bases = bases.as_ref().and_then(|b| b.get(index));
-        if let Some(item) = convert_entry(entry, &feed.feed_type, entry_bases, feed_url) {
+        if let Some(mut item) = convert_entry(entry, &feed.feed_type, entry_bases, feed_url) {
+            if let Some(image) = json_images.get(index).cloned().flatten() {
+                item.image = Some(image);
+            }
+            if item.image.is_none() {
+                let (image, summary_html) = super::images::take_from_summary(&item.summary_html);
+                item.image = image;
+                item.summary_html = summary_html;
+            }
             // Duplicate guids happen (republished items); the store keys on (feed, key).
             if seen.insert(item.key.clone()) {
                 items.push(item);
@@ -208,6 +224,7 @@ fn convert_entry(
         url,
         summary_html,
         summary_text,
+        image: super::images::from_media(entry, feed_url),
         published_at: entry.published.or(entry.updated),
     })
 }
@@ -1089,10 +1106,15 @@ mod tests {
             item.published_at,
             Some(DateTime::parse_from_rfc3339("2021-10-11T18:11:15Z").unwrap().to_utc())
         );
+        // The summary's first picture becomes the item's, above its title.
+        let image = item.image.as_ref().expect("the summary's picture");
         assert!(
-            item.summary_html
-                .contains(r#"<img src="https://ghost.org/changelog/content/images/2021/10/"#)
+            image
+                .url
+                .starts_with("https://ghost.org/changelog/content/images/2021/10/"),
+            "{image:?}"
         );
+        assert!(!item.summary_html.contains(&image.url));
         assert!(
             item.summary_text
                 .starts_with("You can now choose whether or not to publish a post")
@@ -1244,8 +1266,11 @@ mod tests {
             "{html}"
         );
         assert!(html.contains("<strong>bold</strong>") && html.contains("<b>b</b>") && html.contains("<em>em</em>"));
-        // The relative "x" is an ordinary image path once resolved.
-        assert!(html.contains(r#"<img src="https://news.example.com/x">"#), "{html}");
+        // The relative "x" is an ordinary image path once resolved: the item's picture.
+        assert_eq!(
+            feed.items[0].image.as_ref().map(|i| i.url.as_str()),
+            Some("https://news.example.com/x")
+        );
         assert!(html.contains(r#"<img alt="data">"#), "{html}");
         assert!(html.contains("<a rel=\"noopener noreferrer\">x</a>"), "{html}");
     }
@@ -1284,12 +1309,10 @@ mod tests {
             "{}",
             first.summary_html
         );
-        assert!(
-            first
-                .summary_html
-                .contains(r#"src="https://blog.example.org/posts/img/x.png""#),
-            "{}",
-            first.summary_html
+        // The summary's picture, resolved against xml:base, is the item's picture.
+        assert_eq!(
+            first.image.as_ref().map(|i| i.url.as_str()),
+            Some("https://blog.example.org/posts/img/x.png")
         );
         assert_eq!(first.summary_text, "Read about us (https://blog.example.org/about/).");
         assert_eq!(

@@ -16,7 +16,7 @@ use super::AppState;
 use super::error::ApiError;
 use super::extract::ApiJson;
 use crate::domain::ListSlug;
-use crate::store::{List, ListCounts, NewList, StoreError, SubscriptionStatus};
+use crate::store::{List, ListChange, ListCounts, NewList, StoreError, SubscriptionStatus};
 
 /// Digests of the configured admin tokens: comparing digests in constant time hides both the
 /// tokens' contents and their lengths.
@@ -130,6 +130,48 @@ pub async fn create_list(
         .with_field("slug")),
         Err(e) => Err(e.into()),
     }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateList {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    archive: Option<bool>,
+}
+
+/// `PATCH /api/lists/{slug}`: any of name, description and archive; the list as it is now.
+pub async fn update_list(
+    State(state): State<AppState>,
+    Path(slug): Path<String>,
+    ApiJson(body): ApiJson<UpdateList>,
+) -> Result<Response, ApiError> {
+    let list = find_list(&state, &slug).await?;
+    // The same rules as a new list's, for what is given.
+    let checked = parse_new_list(
+        &list.slug,
+        body.name.as_deref().unwrap_or(&list.name),
+        body.description.as_deref().unwrap_or(&list.description),
+    )?;
+    let change = ListChange {
+        name: body.name.map(|_| checked.name),
+        description: body.description.map(|_| checked.description),
+        archive: body.archive,
+    };
+    let (list, archive) = state.store.update_list(list.id, &change).await?;
+    state.lists.forget();
+    tracing::info!(list = %list.slug, archive, "list changed");
+    Ok(Json(serde_json::json!({
+        "slug": list.slug,
+        "name": list.name,
+        "description": list.description,
+        "created_at": list.created_at,
+        "archive": archive,
+    }))
+    .into_response())
 }
 
 pub async fn lists(State(state): State<AppState>) -> Result<Json<Vec<ListView>>, ApiError> {

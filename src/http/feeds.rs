@@ -145,6 +145,8 @@ struct PushItem {
     summary: Option<String>,
     #[serde(default)]
     published_at: Option<String>,
+    #[serde(default)]
+    image_url: Option<String>,
 }
 
 /// Validates one pushed item; the error names what is wrong with it.
@@ -180,13 +182,32 @@ fn parse_pushed(value: serde_json::Value, base: &url::Url) -> Result<NewItem, St
         .filter(|g| !g.is_empty())
         .unwrap_or(url.as_str())
         .to_owned();
-    let (summary_html, summary_text) = crate::feeds::parse::clean_summary(item.summary.as_deref().unwrap_or(""), base);
+    let image_url = match item.image_url.as_deref().map(str::trim).filter(|u| !u.is_empty()) {
+        None => None,
+        Some(raw) => Some(
+            url::Url::parse(raw)
+                .ok()
+                .and_then(|u| crate::feeds::images::image_url(&u, raw))
+                .ok_or("image_url: must be an absolute http or https URL (at most 2048 bytes)")?,
+        ),
+    };
+    let (mut summary_html, summary_text) =
+        crate::feeds::parse::clean_summary(item.summary.as_deref().unwrap_or(""), base);
+    let mut image = image_url.map(|url| crate::feeds::images::ItemImage { url, width: None });
+    if image.is_none() {
+        (image, summary_html) = crate::feeds::images::take_from_summary(&summary_html);
+    }
     Ok(NewItem {
         key,
         title,
         url: Some(url.to_string()),
         summary_html,
         summary_text,
+        image_width: image
+            .as_ref()
+            .and_then(|i| i.width)
+            .map(|w| w.min(crate::feeds::images::MAX_WIDTH) as i32),
+        image_url: image.map(|i| i.url),
         published_at,
     })
 }

@@ -1,6 +1,7 @@
 //! The HTTP surface: public pages and signup, health, and the admin API.
 
 mod admin;
+mod archive;
 mod confirm;
 mod defences;
 mod digests;
@@ -10,6 +11,7 @@ mod feeds;
 mod health;
 mod import;
 mod pages;
+mod schedules;
 pub mod server;
 mod subscriptions;
 mod suppressions;
@@ -49,6 +51,8 @@ pub struct StateInner {
     pub sender_wake: Arc<Notify>,
     /// Wakes this process's feed poller when a feed is added.
     pub feeds_wake: Arc<Notify>,
+    /// Wakes this process's scheduler when a schedule is set.
+    pub schedule_wake: Arc<Notify>,
     pub poller: crate::feeds::Poller,
     pub rate_limiter: defences::RateLimiter,
     /// Writes signups in batches (group commit).
@@ -84,6 +88,7 @@ impl AppState {
             links,
             sender_wake,
             feeds_wake,
+            schedule_wake: Arc::new(Notify::new()),
             poller,
         }))
     }
@@ -119,18 +124,26 @@ pub fn router(state: AppState) -> Router {
             "/unsubscribe",
             get(unsubscribe::unsubscribe_page).post(unsubscribe::unsubscribe),
         )
+        .route("/digests/{public_id}", get(archive::web_version))
+        .route("/lists/{slug}/archive", get(archive::page))
+        .route("/lists/{slug}/archive.atom", get(archive::atom))
         .route("/healthz", get(health::healthz))
         .layer(DefaultBodyLimit::max(extract::PUBLIC_BODY_LIMIT))
         .layer(timeout.clone());
 
     let api = Router::new()
         .route("/lists", get(admin::lists).post(admin::create_list))
+        .route("/lists/{slug}", axum::routing::patch(admin::update_list))
         .route("/lists/{slug}/subscribers", get(admin::subscribers))
         .route("/lists/{slug}/feeds", get(feeds::list_feeds).post(feeds::add_feed))
         .route("/feeds/{id}", axum::routing::delete(feeds::delete_feed))
         .route("/feeds/{id}/poll", post(feeds::poll_feed))
         .route("/lists/{slug}/digests", get(digests::list).post(digests::create))
         .route("/lists/{slug}/digests/preview", get(digests::preview))
+        .route(
+            "/lists/{slug}/schedule",
+            get(schedules::show).put(schedules::put).delete(schedules::delete),
+        )
         .route("/lists/{slug}/digests/test", post(digests::test_send))
         .route("/digests/{id}", get(digests::show))
         .route("/digests/{id}/cancel", post(digests::cancel))
@@ -162,8 +175,13 @@ pub fn router(state: AppState) -> Router {
         }))
         .layer(middleware::from_fn_with_state(state.clone(), defences::guard))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
-            // The path only: query strings carry tokens and must never reach a log.
-            tracing::info_span!("http", method = %req.method(), path = %req.uri().path())
+            // The route template only: query strings carry tokens, and a web version's address
+            // works like a password; neither may reach a log.
+            let route = req
+                .extensions()
+                .get::<axum::extract::MatchedPath>()
+                .map_or("(no route)", |p| p.as_str());
+            tracing::info_span!("http", method = %req.method(), route = %route)
         }))
         .with_state(state)
 }

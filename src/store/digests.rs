@@ -14,7 +14,8 @@ pub const IDEMPOTENCY_WINDOW: TimeDelta = TimeDelta::hours(24);
 
 /// Items of list `$1` no earlier (uncancelled) digest of it carried, published since `$2`,
 /// newest first, at most `$3`.
-const ELIGIBLE_ITEMS: &str = "SELECT i.id, i.title, i.url, i.summary_html, i.summary_text, i.published_at
+const ELIGIBLE_ITEMS: &str = "SELECT i.id, i.title, i.url, i.summary_html, i.summary_text, i.published_at,
+            i.image_url, i.image_width
      FROM items i
      WHERE i.list_id = $1 AND i.published_at >= $2
        AND NOT EXISTS (SELECT 1 FROM digest_items di JOIN digests d ON d.id = di.digest_id
@@ -29,6 +30,8 @@ pub struct DigestItem {
     pub summary_html: String,
     pub summary_text: String,
     pub published_at: DateTime<Utc>,
+    pub image_url: Option<String>,
+    pub image_width: Option<i32>,
 }
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
@@ -52,6 +55,8 @@ pub struct DigestView {
 /// the same write that records it, so two concurrent requests never carry the same item.
 pub struct NewDigest<'a> {
     pub list_id: i64,
+    /// The web version's id: 32 hex digits of random.
+    pub public_id: &'a str,
     pub since: DateTime<Utc>,
     pub max_items: i64,
     pub idempotency_key: Option<&'a str>,
@@ -209,8 +214,8 @@ impl Store {
             .await?;
             let id: i64 = sqlx::query_scalar(
                 "INSERT INTO digests (list_id, status, subject, html_body, text_body, placeholder, items,
-                                      idempotency_key, request_hash, created_at)
-                 VALUES ($1, 'queued', $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
+                                      idempotency_key, request_hash, created_at, public_id)
+                 VALUES ($1, 'queued', $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
             )
             .bind(new.list_id)
             .bind(&content.subject)
@@ -221,6 +226,7 @@ impl Store {
             .bind(new.idempotency_key)
             .bind(new.request_hash)
             .bind(now)
+            .bind(new.public_id)
             .fetch_one(&mut *tx)
             .await
             .map_err(conflict_on_unique)?;
@@ -440,6 +446,75 @@ impl Store {
             .await?
             .rows_affected();
             Ok(done == 1)
+        })
+    }
+}
+
+/// A digest as its web version shows it: nothing of any recipient.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct PublicDigest {
+    #[sqlx(rename = "digest_id")]
+    pub id: i64,
+    #[sqlx(flatten)]
+    pub list: super::List,
+    pub subject: String,
+    #[sqlx(rename = "digest_created_at")]
+    pub created_at: DateTime<Utc>,
+}
+
+/// One digest of a list's archive.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ArchivedDigest {
+    pub public_id: String,
+    pub subject: String,
+    pub items: i64,
+    /// When sending began.
+    pub sent_at: DateTime<Utc>,
+}
+
+impl Store {
+    /// The digest whose web version is `public_id`, whatever its status.
+    pub async fn public_digest(&self, public_id: &str) -> Result<Option<PublicDigest>> {
+        on_pool!(self, |pool, _d| {
+            Ok(sqlx::query_as::<_, PublicDigest>(
+                "SELECT d.id AS digest_id, l.id, l.slug, l.name, l.description, l.created_at, d.subject,
+                        d.created_at AS digest_created_at
+                 FROM digests d JOIN lists l ON l.id = d.list_id WHERE d.public_id = $1",
+            )
+            .bind(public_id)
+            .fetch_optional(pool)
+            .await?)
+        })
+    }
+
+    /// The items a digest carried, in its order.
+    pub async fn digest_items(&self, digest_id: i64) -> Result<Vec<DigestItem>> {
+        on_pool!(self, |pool, _d| {
+            Ok(sqlx::query_as::<_, DigestItem>(
+                "SELECT i.id, i.title, i.url, i.summary_html, i.summary_text, i.published_at,
+                        i.image_url, i.image_width
+                 FROM digest_items di JOIN items i ON i.id = di.item_id
+                 WHERE di.digest_id = $1 ORDER BY di.position",
+            )
+            .bind(digest_id)
+            .fetch_all(pool)
+            .await?)
+        })
+    }
+
+    /// A page of a list's sent digests (sending or done, with a web version), newest first.
+    pub async fn archived_digests(&self, list_id: i64, offset: i64, limit: i64) -> Result<Vec<ArchivedDigest>> {
+        on_pool!(self, |pool, _d| {
+            Ok(sqlx::query_as::<_, ArchivedDigest>(
+                "SELECT public_id, subject, items, COALESCE(started_at, created_at) AS sent_at FROM digests
+                 WHERE list_id = $1 AND status IN ('sending', 'done') AND public_id IS NOT NULL
+                 ORDER BY id DESC LIMIT $2 OFFSET $3",
+            )
+            .bind(list_id)
+            .bind(limit)
+            .bind(offset)
+            .fetch_all(pool)
+            .await?)
         })
     }
 }

@@ -45,6 +45,9 @@ pub struct NewItem {
     pub url: Option<String>,
     pub summary_html: String,
     pub summary_text: String,
+    /// The item's picture: an absolute http(s) URL, and its width when known (at most 600).
+    pub image_url: Option<String>,
+    pub image_width: Option<i32>,
     pub published_at: Option<DateTime<Utc>>,
 }
 
@@ -235,9 +238,10 @@ impl Store {
         on_writer!(self, |pool, d| {
             let mut tx = super::begin(pool, d.begin_write).await?;
             for item in items {
-                type Existing = (i64, String, Option<String>, String, DateTime<Utc>);
+                type Existing = (i64, String, Option<String>, String, DateTime<Utc>, Option<String>);
                 let existing: Option<Existing> = sqlx::query_as(
-                    "SELECT id, title, url, summary_html, published_at FROM items WHERE feed_id = $1 AND key = $2",
+                    "SELECT id, title, url, summary_html, published_at, image_url FROM items
+                     WHERE feed_id = $1 AND key = $2",
                 )
                 .bind(feed_id)
                 .bind(&item.key)
@@ -247,8 +251,8 @@ impl Store {
                     None => {
                         sqlx::query(
                             "INSERT INTO items (list_id, feed_id, key, title, url, summary_html, summary_text,
-                                                published_at, first_seen_at, updated_at)
-                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)",
+                                                published_at, first_seen_at, updated_at, image_url, image_width)
+                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $10, $11)",
                         )
                         .bind(list_id)
                         .bind(feed_id)
@@ -259,20 +263,23 @@ impl Store {
                         .bind(&item.summary_text)
                         .bind(item.published_at.unwrap_or(now))
                         .bind(now)
+                        .bind(&item.image_url)
+                        .bind(item.image_width)
                         .execute(&mut *tx)
                         .await?;
                         counts.new += 1;
                     }
-                    Some((id, title, url, summary, published)) => {
+                    Some((id, title, url, summary, published, image)) => {
                         let published_at = item.published_at.unwrap_or(published);
                         if title != item.title
                             || url != item.url
                             || summary != item.summary_html
                             || published != published_at
+                            || image != item.image_url
                         {
                             sqlx::query(
                                 "UPDATE items SET title = $1, url = $2, summary_html = $3, summary_text = $4,
-                                        published_at = $5, updated_at = $6
+                                        published_at = $5, updated_at = $6, image_url = $8, image_width = $9
                                  WHERE id = $7",
                             )
                             .bind(&item.title)
@@ -282,6 +289,8 @@ impl Store {
                             .bind(published_at)
                             .bind(now)
                             .bind(id)
+                            .bind(&item.image_url)
+                            .bind(item.image_width)
                             .execute(&mut *tx)
                             .await?;
                             counts.updated += 1;

@@ -30,6 +30,14 @@ pub struct NewList {
     pub description: String,
 }
 
+/// What `PATCH /api/lists/{slug}` changes: each field left `None` stays as it is.
+#[derive(Debug, Clone, Default)]
+pub struct ListChange {
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub archive: Option<bool>,
+}
+
 /// Every list, oldest first (the order they appear on the signup page).
 pub(super) const ALL_LISTS: &str = "SELECT id, slug, name, description, created_at FROM lists ORDER BY id";
 
@@ -90,6 +98,43 @@ impl Store {
             .fetch_all(pool)
             .await?;
             Ok(rows.into_iter().map(|r| (r.list, r.counts)).collect())
+        })
+    }
+
+    /// Whether the list's archive of sent digests is public.
+    pub async fn list_archive(&self, list_id: i64) -> Result<bool> {
+        on_pool!(self, |pool, _d| {
+            Ok(sqlx::query_scalar("SELECT archive FROM lists WHERE id = $1")
+                .bind(list_id)
+                .fetch_optional(pool)
+                .await?
+                .unwrap_or(false))
+        })
+    }
+
+    /// Changes what is given of a list's name, description and archive; the list as it is now,
+    /// with its archive setting.
+    pub async fn update_list(&self, list_id: i64, change: &ListChange) -> Result<(List, bool)> {
+        #[derive(sqlx::FromRow)]
+        struct Row {
+            #[sqlx(flatten)]
+            list: List,
+            archive: bool,
+        }
+        on_writer!(self, |pool, _d| {
+            let row = sqlx::query_as::<_, Row>(
+                "UPDATE lists SET name = COALESCE($1, name), description = COALESCE($2, description),
+                        archive = COALESCE($3, archive)
+                 WHERE id = $4 RETURNING id, slug, name, description, created_at, archive",
+            )
+            .bind(change.name.as_deref())
+            .bind(change.description.as_deref())
+            .bind(change.archive)
+            .bind(list_id)
+            .fetch_optional(pool)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+            Ok((row.list, row.archive))
         })
     }
 }

@@ -7,16 +7,21 @@ mod feeds;
 mod import;
 mod lists;
 pub mod outbox;
+mod schedules;
 mod settings;
 mod signups;
 mod subscriptions;
 mod suppressions;
 
-pub use digests::{Delivery, DigestContent, DigestItem, DigestParts, DigestView, ENQUEUE_CHUNK, NewDigest, NextDigest};
+pub use digests::{
+    ArchivedDigest, Delivery, DigestContent, DigestItem, DigestParts, DigestView, ENQUEUE_CHUNK, NewDigest, NextDigest,
+    PublicDigest,
+};
 pub use feeds::{Feed, IngestCounts, NewItem, PollValidators};
 pub use import::ImportRow;
-pub use lists::{List, ListCounts, NewList};
+pub use lists::{List, ListChange, ListCounts, NewList};
 pub use outbox::{Claimed, NewOutboxMessage, OutboxMessage, Queue};
+pub use schedules::{ClaimedRun, NewSchedule, ScheduleRow, ScheduleRun, SlotClaim};
 pub use signups::{NewSignup, SignupOutcome, SignupRules};
 pub use subscriptions::{
     ConfirmOutcome, RequestOrigin, SubscriberPage, SubscriberRow, SubscriptionInfo, SubscriptionStatus,

@@ -208,6 +208,11 @@ impl TestApp {
         self.server = Some(server);
     }
 
+    /// The app's configuration, for library calls made beside it (a scheduler tick).
+    pub fn config(&self) -> Config {
+        Config::from_lookup(|k| self.env.get(k).cloned()).expect("test configuration")
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
