@@ -201,6 +201,12 @@ mod tests {
         assert!(text.contains("https://n.example/u?token=1.a") && text.contains("o'neil@x.org"));
         assert!(!html.contains(&r.placeholder) && !text.contains(&r.placeholder));
         assert!(html.contains("1 Main St") && text.contains("1 Main St"));
+        // The web version at the top of both parts; an item without a picture shows none.
+        assert!(
+            html.contains(r#"<a href="https://n.example/digests/abc" style="color:#555555;">View in your browser</a>"#)
+        );
+        assert!(text.contains("View in your browser: https://n.example/digests/abc"));
+        assert!(!html.contains("<img"));
     }
 }
 
