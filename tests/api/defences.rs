@@ -473,6 +473,33 @@ async fn tokens_never_reach_the_log() {
     let unsubscribe = find_link(&welcome.text_body(), &format!("{}/unsubscribe?token=", app.base)).unwrap();
     let unsubscribe_token = unsubscribe.split("token=").nth(1).unwrap().to_owned();
     assert_eq!(client.get(&unsubscribe).send().await.unwrap().status(), 200);
+    // A digest's web version: its address works like a password.
+    let r = admin(
+        reqwest::Method::POST,
+        "/api/lists/daily/import?confirmed=true&consent=test",
+    )
+    .body("email\nreader2@news.example\n")
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = admin(reqwest::Method::POST, "/api/lists/daily/items")
+        .json(&json!({"items": [{"title": "Story", "url": "https://news.example/s"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = admin(reqwest::Method::POST, "/api/lists/daily/digests")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let digest = smtp
+        .wait_for(|m| m.to().iter().any(|t| t == "reader2@news.example"), MAIL_WAIT)
+        .await;
+    let web = find_link(&digest.text_body(), &format!("{}/digests/", app.base)).unwrap();
+    let public_id = web.rsplit('/').next().unwrap().to_owned();
+    assert_eq!(client.get(&web).send().await.unwrap().status(), 200);
     assert_eq!(app.terminate().await.code(), Some(0));
 
     let logged = std::fs::read_to_string(log.path()).unwrap();
@@ -480,7 +507,16 @@ async fn tokens_never_reach_the_log() {
         logged.contains("/subscriptions/confirm") && logged.contains("/unsubscribe"),
         "requests are logged: {logged}"
     );
-    for secret in [token.as_str(), unsubscribe_token.as_str(), ADMIN_TOKEN] {
+    assert!(
+        logged.contains("/digests/{public_id}"),
+        "by their route template: {logged}"
+    );
+    for secret in [
+        token.as_str(),
+        unsubscribe_token.as_str(),
+        ADMIN_TOKEN,
+        public_id.as_str(),
+    ] {
         let line = logged.lines().find(|l| l.contains(secret));
         assert!(line.is_none(), "a secret reached the log: {line:?}");
     }
