@@ -95,6 +95,9 @@ async fn import_confirmed_postgres(
     sqlx::query(
         "INSERT INTO subscribers (email, email_key, name, created_at)
          SELECT e, k, n, $4 FROM UNNEST($1::text[], $2::text[], $3::text[]) AS t(e, k, n)
+         -- Keys in one order: two chunks written at once that share an address wait for each
+         -- other instead of deadlocking.
+         ORDER BY k
          ON CONFLICT (email_key) DO NOTHING",
     )
     .bind(&emails)
@@ -108,6 +111,7 @@ async fn import_confirmed_postgres(
          SELECT $1, s.id, 'confirmed', $3, $3, $4, $3 FROM subscribers s
          WHERE s.email_key = ANY($2)
            AND NOT EXISTS (SELECT 1 FROM suppressions x WHERE x.email_key = s.email_key)
+         ORDER BY s.id
          ON CONFLICT (list_id, subscriber_id) DO UPDATE SET status = 'confirmed',
             confirmed_at = excluded.confirmed_at, consent_note = excluded.consent_note
          WHERE subscriptions.status = 'pending'",
