@@ -160,26 +160,20 @@ impl Store {
             if moved.rows_affected() == 0 {
                 return Ok(false);
             }
-            for slot in claim.missed {
+            let runs = claim
+                .missed
+                .iter()
+                .map(|s| (*s, "missed"))
+                .chain(claim.send.map(|s| (s, "claimed")));
+            for (slot, outcome) in runs {
                 sqlx::query(
                     "INSERT INTO schedule_runs (list_id, slot, outcome, since, decided_at)
-                     SELECT list_id, $2, 'missed', covered_until, $3 FROM schedules WHERE list_id = $1
+                     SELECT list_id, $2, $3, covered_until, $4 FROM schedules WHERE list_id = $1
                      ON CONFLICT (list_id, slot) DO NOTHING",
                 )
                 .bind(claim.list_id)
                 .bind(slot)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-            }
-            if let Some(slot) = claim.send {
-                sqlx::query(
-                    "INSERT INTO schedule_runs (list_id, slot, outcome, since, decided_at)
-                     SELECT list_id, $2, 'claimed', covered_until, $3 FROM schedules WHERE list_id = $1
-                     ON CONFLICT (list_id, slot) DO NOTHING",
-                )
-                .bind(claim.list_id)
-                .bind(slot)
+                .bind(outcome)
                 .bind(now)
                 .execute(&mut *tx)
                 .await?;
