@@ -56,8 +56,12 @@ fn due_slots(
     let mut walked = 0;
     while let Some(s) = slot.filter(|s| *s <= now) {
         if walked == WALK_LIMIT {
-            // Only the newest slots matter: start again a day before the grace began.
-            return due_slots(schedule, now - TimeDelta::days(2), now, keep);
+            // Only the newest slots matter: start again at the first slot of the last two days
+            // (at most 2,880 of them, a slot being a minute at the finest).
+            return match schedule.next_slot(now - TimeDelta::days(2)) {
+                Some(first) => due_slots(schedule, first, now, keep),
+                None => (Vec::new(), None),
+            };
         }
         if slots.len() == keep {
             slots.pop_front();
@@ -209,5 +213,27 @@ impl Scheduler {
                 _ = shutdown.wait_for(|stop| *stop) => return,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn due_slots_after_a_long_outage_keep_the_newest_real_slots() {
+        let every_minute = Schedule::new("* * * * *", None, chrono_tz::Tz::UTC, None, None).unwrap();
+        let from: DateTime<Utc> = "2026-10-01T00:00:00Z".parse().unwrap();
+        let now: DateTime<Utc> = "2026-12-01T12:00:30Z".parse().unwrap();
+        // 87,000 slots due: more than are walked; the newest 21 come back all the same.
+        let (slots, next) = due_slots(&every_minute, from, now, MISSED_KEPT + 1);
+        assert_eq!(slots.len(), MISSED_KEPT + 1);
+        assert_eq!(slots.last(), Some(&"2026-12-01T12:00:00Z".parse().unwrap()));
+        assert_eq!(slots[0], "2026-12-01T11:40:00Z".parse::<DateTime<Utc>>().unwrap());
+        assert_eq!(next, Some("2026-12-01T12:01:00Z".parse().unwrap()));
+        // A daily schedule a week late: every missed day.
+        let daily = Schedule::new("0 7 * * *", None, chrono_tz::Tz::UTC, None, None).unwrap();
+        let (slots, _) = due_slots(&daily, "2026-11-24T07:00:00Z".parse().unwrap(), now, MISSED_KEPT + 1);
+        assert_eq!(slots.len(), 8);
     }
 }
