@@ -3,6 +3,7 @@
 mod admin;
 mod archive;
 mod confirm;
+mod dashboard;
 mod defences;
 mod digests;
 mod error;
@@ -119,7 +120,10 @@ pub fn router(state: AppState) -> Router {
             "/subscriptions/confirm",
             get(confirm::confirm_page).post(confirm::confirm),
         )
-        .route("/subscriptions/resend", post(confirm::resend).route_layer(limited))
+        .route(
+            "/subscriptions/resend",
+            post(confirm::resend).route_layer(limited.clone()),
+        )
         .route(
             "/unsubscribe",
             get(unsubscribe::unsubscribe_page).post(unsubscribe::unsubscribe),
@@ -128,6 +132,22 @@ pub fn router(state: AppState) -> Router {
         .route("/lists/{slug}/archive", get(archive::page))
         .route("/lists/{slug}/archive.atom", get(archive::atom))
         .route("/healthz", get(health::healthz))
+        .layer(DefaultBodyLimit::max(extract::PUBLIC_BODY_LIMIT))
+        .layer(timeout.clone());
+
+    // The dashboard: every page behind a session, but the login (rate-limited like signups).
+    let dashboard = Router::new()
+        .route("/admin", get(dashboard::overview))
+        .route("/admin/logout", post(dashboard::logout))
+        .route("/admin/{*rest}", get(not_found).post(not_found))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            dashboard::require_session,
+        ))
+        .route(
+            "/admin/login",
+            get(dashboard::login_form).merge(post(dashboard::login).route_layer(limited)),
+        )
         .layer(DefaultBodyLimit::max(extract::PUBLIC_BODY_LIMIT))
         .layer(timeout.clone());
 
@@ -167,6 +187,7 @@ pub fn router(state: AppState) -> Router {
 
     Router::new()
         .merge(public)
+        .merge(dashboard)
         .nest("/api", api)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

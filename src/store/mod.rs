@@ -2,6 +2,7 @@
 //! written once and run on whichever pool backs the store (`on_pool!`). Where the dialects differ,
 //! the difference lives in [`Dialect`], side by side.
 
+mod admin_sessions;
 mod digests;
 mod feeds;
 mod import;
@@ -13,6 +14,7 @@ mod signups;
 mod subscriptions;
 mod suppressions;
 
+pub use admin_sessions::AdminSession;
 pub use digests::{
     ArchivedDigest, Delivery, DigestContent, DigestItem, DigestParts, DigestView, ENQUEUE_CHUNK, NewDigest, NextDigest,
     PublicDigest,

@@ -4,6 +4,7 @@
 mod support;
 
 mod admin;
+mod dashboard;
 mod defences;
 mod digest_flow;
 mod dkim;

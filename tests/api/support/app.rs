@@ -194,6 +194,14 @@ impl TestApp {
         })
     }
 
+    /// Restarts the app with some configuration variables changed.
+    pub async fn restart_with(&mut self, vars: &[(&str, &str)]) {
+        for (k, v) in vars {
+            self.env.insert((*k).to_owned(), (*v).to_owned());
+        }
+        self.restart().await;
+    }
+
     /// Stops the app gracefully and starts a new one on the same database and SMTP server.
     pub async fn restart(&mut self) {
         self.stop().await;
