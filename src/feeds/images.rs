@@ -17,6 +17,13 @@ pub struct ItemImage {
     pub width: Option<u32>,
 }
 
+impl ItemImage {
+    /// The width kept with the item: the declared one, at most `MAX_WIDTH`.
+    pub fn stored_width(&self) -> Option<i32> {
+        self.width.map(|w| w.min(MAX_WIDTH) as i32)
+    }
+}
+
 /// An absolute http(s) URL, resolved against `base`, of a sane length.
 pub fn image_url(base: &Url, href: &str) -> Option<String> {
     let url = base.join(href.trim()).ok()?;

@@ -170,11 +170,8 @@ fn into_new_item(item: parse::ParsedItem) -> NewItem {
         url: item.url,
         summary_html: item.summary_html,
         summary_text: item.summary_text,
-        image_url: item.image.as_ref().map(|i| i.url.clone()),
-        image_width: item
-            .image
-            .and_then(|i| i.width)
-            .map(|w| w.min(images::MAX_WIDTH) as i32),
+        image_width: item.image.as_ref().and_then(images::ItemImage::stored_width),
+        image_url: item.image.map(|i| i.url),
         published_at: item.published_at,
     }
 }

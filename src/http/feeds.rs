@@ -203,10 +203,7 @@ fn parse_pushed(value: serde_json::Value, base: &url::Url) -> Result<NewItem, St
         url: Some(url.to_string()),
         summary_html,
         summary_text,
-        image_width: image
-            .as_ref()
-            .and_then(|i| i.width)
-            .map(|w| w.min(crate::feeds::images::MAX_WIDTH) as i32),
+        image_width: image.as_ref().and_then(crate::feeds::images::ItemImage::stored_width),
         image_url: image.map(|i| i.url),
         published_at,
     })

@@ -134,13 +134,7 @@ async fn claim(
     now: DateTime<Utc>,
     grace: TimeDelta,
 ) -> Result<usize, StoreError> {
-    let schedule = match Schedule::new(
-        &row.cron,
-        Some(&row.timezone),
-        config.timezone,
-        Some(i64::from(row.max_items)),
-        Some(i64::from(row.min_items)),
-    ) {
+    let schedule = match super::parse_row(row, config.timezone) {
         Ok(s) => s,
         Err(e) => {
             tracing::warn!(list = row.list_id, error = %e, "a stored schedule does not parse: skipped");

@@ -135,20 +135,31 @@ async fn digests_show_item_pictures_and_link_a_web_version(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(r.status(), 422);
-    // The feeds' first polls have stored their items: 5 in all.
+    // Wait for the feeds' first polls: four polled feeds with an item each.
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
-        let preview = app
-            .admin(Method::GET, "/api/lists/daily/digests/preview?format=text")
+        let feeds: Value = app
+            .admin(Method::GET, "/api/lists/daily/feeds")
             .send()
             .await
             .unwrap()
-            .text()
+            .json()
             .await
             .unwrap();
-        if preview.matches("------").count() >= 6 || std::time::Instant::now() > deadline {
+        let polled = feeds
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| f["url"].as_str().is_some_and(|u| u.contains("/fixtures/")))
+            .filter(|f| f["last_polled_at"].is_string() && f["items"].as_u64() >= Some(1))
+            .count();
+        if polled == 4 {
             break;
         }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the feeds were not polled: {feeds}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let digest = send_digest(&app, "2000-01-01T00:00:00Z").await;
