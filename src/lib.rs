@@ -10,6 +10,7 @@ pub mod config;
 pub mod delivery;
 pub mod digest;
 pub mod domain;
+pub mod export;
 pub mod feeds;
 pub mod http;
 pub mod import;

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod digest;
+mod export;
 mod schedule;
 
 use crate::app::{Application, StartError, open_store};
@@ -39,7 +40,7 @@ enum Command {
         #[command(subcommand)]
         command: Option<FeedsCommand>,
     },
-    /// Import subscribers.
+    /// Import subscribers, or export them as CSV.
     Subscribers {
         #[command(subcommand)]
         command: SubscribersCommand,
@@ -70,6 +71,18 @@ enum SubscribersCommand {
         /// Import the valid rows and report the others.
         #[arg(long)]
         skip_invalid: bool,
+    },
+    /// Export a list's subscribers as CSV (email, name, status, created_at, confirmed_at,
+    /// unsubscribed_at, consent_at, consent_ip; times RFC 3339 UTC), to stdout or a file.
+    Export {
+        /// The list's slug.
+        list: String,
+        /// Which subscribers.
+        #[arg(long, default_value = "confirmed", value_parser = ["pending", "confirmed", "unsubscribed", "all"])]
+        status: String,
+        /// Write to this file (created whole or not at all) instead of stdout.
+        #[arg(long, short)]
+        output: Option<std::path::PathBuf>,
     },
 }
 
@@ -220,6 +233,15 @@ pub async fn run(cli: Cli) -> ExitCode {
                 skip_invalid,
             };
             import(&config, &store, &list, &file, &options).await
+        }
+        Command::Subscribers {
+            command: SubscribersCommand::Export { list, status, output },
+        } => {
+            let store = match open_store(&config).await {
+                Ok(s) => s,
+                Err(e) => return fail_start(e),
+            };
+            export::run(&store, &list, &status, output.as_deref()).await
         }
         Command::Digest { command } => {
             let store = match open_store(&config).await {

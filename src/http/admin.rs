@@ -108,20 +108,25 @@ pub async fn create_list(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<CreateList>,
 ) -> Result<Response, ApiError> {
-    let new = parse_new_list(&body.slug, &body.name, &body.description)?;
-    let created = state.store.create_list(&new).await;
-    if created.is_ok() {
-        state.lists.forget();
-    }
-    match created {
-        Ok(list) => Ok((
-            StatusCode::CREATED,
-            Json(ListView {
-                list,
-                counts: ListCounts::default(),
-            }),
-        )
-            .into_response()),
+    let list = create(&state, &body.slug, &body.name, &body.description).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(ListView {
+            list,
+            counts: ListCounts::default(),
+        }),
+    )
+        .into_response())
+}
+
+/// Creates a list (the API's and the dashboard's).
+pub(super) async fn create(state: &AppState, slug: &str, name: &str, description: &str) -> Result<List, ApiError> {
+    let new = parse_new_list(slug, name, description)?;
+    match state.store.create_list(&new).await {
+        Ok(list) => {
+            state.lists.forget();
+            Ok(list)
+        }
         Err(StoreError::Conflict) => Err(ApiError::new(
             StatusCode::CONFLICT,
             "list_exists",

@@ -205,7 +205,10 @@ pub async fn guard(State(state): State<AppState>, mut request: Request, next: Ne
     headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     // Tokens travel in URLs (confirm, unsubscribe): never hand them on through Referer.
     headers.insert(REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
-    headers.insert(X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    // The dashboard's preview alone sets its own (it is framed by the dashboard).
+    headers
+        .entry(X_FRAME_OPTIONS)
+        .or_insert(HeaderValue::from_static("DENY"));
     response
 }
 

@@ -13,7 +13,7 @@ use super::error::ApiError;
 use super::extract::{ApiJson, IdPath, RawBody, parse_json, query_param};
 use crate::digest::{DigestError, DigestRequest, MAX_ITEMS_LIMIT};
 use crate::domain::EmailAddress;
-use crate::store::{NewOutboxMessage, StoreError};
+use crate::store::{List, NewOutboxMessage, StoreError};
 
 #[derive(Deserialize, Default)]
 struct RequestBody {
@@ -117,11 +117,7 @@ pub async fn create(
                 })?,
         ),
     };
-    let (digest, created) = crate::digest::queue(&state.store, &state.config, &list, &request, key).await?;
-    if created {
-        tracing::info!(digest = digest.id, list = %list.slug, recipients = digest.recipients, "digest queued");
-        state.wake_all_senders();
-    }
+    let (digest, created) = queue(&state, &list, &request, key).await?;
     let status = if created { "queued" } else { digest.status.as_str() };
     Ok((
         StatusCode::ACCEPTED,
@@ -130,7 +126,22 @@ pub async fn create(
         .into_response())
 }
 
-fn digest_not_found(id: i64) -> ApiError {
+/// Queues a digest (the API's and the dashboard's): the digest, and whether it is new.
+pub(super) async fn queue(
+    state: &AppState,
+    list: &List,
+    request: &DigestRequest,
+    key: Option<&str>,
+) -> Result<(crate::store::DigestView, bool), ApiError> {
+    let (digest, created) = crate::digest::queue(&state.store, &state.config, list, request, key).await?;
+    if created {
+        tracing::info!(digest = digest.id, list = %list.slug, recipients = digest.recipients, "digest queued");
+        state.wake_all_senders();
+    }
+    Ok((digest, created))
+}
+
+pub(super) fn digest_not_found(id: i64) -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
         "unknown_digest",
@@ -155,8 +166,13 @@ pub async fn list(State(state): State<AppState>, Path(slug): Path<String>) -> Re
 
 /// `POST /api/digests/{id}/cancel`
 pub async fn cancel(State(state): State<AppState>, IdPath(id): IdPath) -> Result<Response, ApiError> {
+    Ok(Json(cancel_digest(&state, id).await?).into_response())
+}
+
+/// Cancels a digest's unsent deliveries: the digest as it is then.
+pub(super) async fn cancel_digest(state: &AppState, id: i64) -> Result<crate::store::DigestView, ApiError> {
     match state.store.cancel_digest(id).await {
-        Ok(true) => Ok(Json(state.store.digest(id).await?).into_response()),
+        Ok(true) => Ok(state.store.digest(id).await?),
         Ok(false) => Err(ApiError::new(
             StatusCode::CONFLICT,
             "digest_finished",
@@ -167,7 +183,8 @@ pub async fn cancel(State(state): State<AppState>, IdPath(id): IdPath) -> Result
     }
 }
 
-const EMAIL_PREVIEW_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; img-src https: data:; sandbox";
+pub(super) const EMAIL_PREVIEW_CSP: &str =
+    "default-src 'none'; style-src 'unsafe-inline'; img-src https: data:; sandbox";
 
 /// `GET /api/lists/{slug}/digests/preview[?format=text]`: the next digest, with a placeholder
 /// unsubscribe link; changes nothing.
@@ -177,18 +194,24 @@ pub async fn preview(
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let list = find_list(&state, &slug).await?;
-    let (_, rendered) =
-        crate::digest::build_next(&state.store, &state.config, &list, &DigestRequest::default()).await?;
-    let (html, text) = crate::digest::personalise(
+    let text = query_param(query.as_deref(), "format").as_deref() == Some("text");
+    preview_of(&state, &list, text).await
+}
+
+/// The next digest of `list` as HTML (sandboxed) or plain text.
+pub(super) async fn preview_of(state: &AppState, list: &List, text: bool) -> Result<Response, ApiError> {
+    let (_, rendered) = crate::digest::build_next(&state.store, &state.config, list, &DigestRequest::default()).await?;
+    let (html, plain) = crate::digest::personalise(
         &rendered.html_body,
         &rendered.text_body,
         &rendered.placeholder,
         "subscriber@example.org",
         &state.links.link("/unsubscribe?token=preview"),
     );
-    Ok(match query_param(query.as_deref(), "format").as_deref() {
-        Some("text") => ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response(),
-        _ => (
+    Ok(if text {
+        ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], plain).into_response()
+    } else {
+        (
             [
                 (header::CONTENT_TYPE, "text/html; charset=utf-8"),
                 // Email HTML styles inline and shows remote images; it runs no script, and the
@@ -197,7 +220,7 @@ pub async fn preview(
             ],
             html,
         )
-            .into_response(),
+            .into_response()
     })
 }
 
@@ -214,19 +237,21 @@ pub async fn test_send(
     ApiJson(body): ApiJson<TestBody>,
 ) -> Result<Response, ApiError> {
     let list = find_list(&state, &slug).await?;
-    let to = EmailAddress::parse(&body.to).map_err(|e| ApiError::invalid("invalid_email", "to", e.to_string()))?;
-    let message = test_message(&state, &list, &to).await?;
-    state.store.enqueue(&message).await?;
-    state.wake_sender();
+    send_test(&state, &list, &body.to).await?;
     Ok((StatusCode::ACCEPTED, Json(serde_json::json!({"status": "queued"}))).into_response())
 }
 
+/// Queues the test copy of the next digest for `to`.
+pub(super) async fn send_test(state: &AppState, list: &List, to: &str) -> Result<(), ApiError> {
+    let to = EmailAddress::parse(to).map_err(|e| ApiError::invalid("invalid_email", "to", e.to_string()))?;
+    let message = test_message(state, list, &to).await?;
+    state.store.enqueue(&message).await?;
+    state.wake_sender();
+    Ok(())
+}
+
 /// The test copy of the next digest for `to`, ready for the outbox.
-pub async fn test_message(
-    state: &AppState,
-    list: &crate::store::List,
-    to: &EmailAddress,
-) -> Result<NewOutboxMessage, DigestError> {
+pub async fn test_message(state: &AppState, list: &List, to: &EmailAddress) -> Result<NewOutboxMessage, DigestError> {
     let (_, rendered) = crate::digest::build_next(&state.store, &state.config, list, &DigestRequest::default()).await?;
     Ok(crate::digest::test_copy(&rendered, list, to.as_str(), &state.links))
 }

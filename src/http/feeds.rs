@@ -61,9 +61,19 @@ pub async fn add_feed(
     ApiJson(body): ApiJson<AddFeed>,
 ) -> Result<Response, ApiError> {
     let list = find_list(&state, &slug).await?;
-    let url = crate::feeds::fetch::check_url(&body.url).map_err(|e| ApiError::invalid("invalid_url", "url", e))?;
-    let interval = parse_interval(body.poll_interval.as_deref())
-        .map_err(|e| ApiError::invalid("invalid_interval", "poll_interval", e))?;
+    let feed = add(&state, &list, &body.url, body.poll_interval.as_deref()).await?;
+    Ok((StatusCode::CREATED, Json(FeedView::from(feed))).into_response())
+}
+
+/// Adds a feed to poll to `list` (the API's and the dashboard's).
+pub(super) async fn add(
+    state: &AppState,
+    list: &crate::store::List,
+    url: &str,
+    interval: Option<&str>,
+) -> Result<Feed, ApiError> {
+    let url = crate::feeds::fetch::check_url(url).map_err(|e| ApiError::invalid("invalid_url", "url", e))?;
+    let interval = parse_interval(interval).map_err(|e| ApiError::invalid("invalid_interval", "poll_interval", e))?;
     match state
         .store
         .create_feed(list.id, url.as_str(), interval.as_secs() as i64)
@@ -71,7 +81,7 @@ pub async fn add_feed(
     {
         Ok(feed) => {
             state.feeds_wake.notify_one();
-            Ok((StatusCode::CREATED, Json(FeedView::from(feed))).into_response())
+            Ok(feed)
         }
         Err(StoreError::Conflict) => Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -94,14 +104,25 @@ fn feed_not_found(id: i64) -> ApiError {
 }
 
 pub async fn delete_feed(State(state): State<AppState>, IdPath(id): IdPath) -> Result<StatusCode, ApiError> {
+    remove(&state, id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub(super) async fn remove(state: &AppState, id: i64) -> Result<(), ApiError> {
     match state.store.delete_feed(id).await {
-        Ok(()) => Ok(StatusCode::NO_CONTENT),
+        Ok(()) => Ok(()),
         Err(StoreError::NotFound) => Err(feed_not_found(id)),
         Err(e) => Err(e.into()),
     }
 }
 
 pub async fn poll_feed(State(state): State<AppState>, IdPath(id): IdPath) -> Result<Response, ApiError> {
+    let (counts, items) = poll(&state, id).await?;
+    Ok(Json(serde_json::json!({"new": counts.new, "updated": counts.updated, "items": items})).into_response())
+}
+
+/// Polls a feed now: what it brought, and the feed's items since.
+pub(super) async fn poll(state: &AppState, id: i64) -> Result<(crate::store::IngestCounts, i64), ApiError> {
     let feed = match state.store.feed(id).await {
         Err(StoreError::NotFound) => return Err(feed_not_found(id)),
         other => other?,
@@ -114,10 +135,7 @@ pub async fn poll_feed(State(state): State<AppState>, IdPath(id): IdPath) -> Res
         ));
     }
     match state.poller.poll_now(id).await {
-        Ok(counts) => {
-            let items = state.store.feed(id).await?.items;
-            Ok(Json(serde_json::json!({"new": counts.new, "updated": counts.updated, "items": items})).into_response())
-        }
+        Ok(counts) => Ok((counts, state.store.feed(id).await?.items)),
         Err(PollError::Feed(e)) => Err(ApiError::new(StatusCode::BAD_GATEWAY, "feed_unavailable", e)),
         Err(PollError::Busy) => Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -2,11 +2,13 @@
 
 mod admin;
 mod archive;
+mod chart;
 mod confirm;
 mod dashboard;
 mod defences;
 mod digests;
 mod error;
+mod export;
 mod extract;
 mod feeds;
 mod health;
@@ -112,6 +114,7 @@ pub fn router(state: AppState) -> Router {
     let public = Router::new()
         .route("/", get(pages::signup_form))
         .route("/static/style.css", get(pages::stylesheet))
+        .route("/static/admin.js", get(pages::admin_script))
         .route(
             "/subscriptions",
             post(subscriptions::subscribe).route_layer(limited.clone()),
@@ -139,6 +142,26 @@ pub fn router(state: AppState) -> Router {
     let dashboard = Router::new()
         .route("/admin", get(dashboard::overview))
         .route("/admin/logout", post(dashboard::logout))
+        .route("/admin/lists", post(dashboard::create_list))
+        .route("/admin/lists/{slug}", get(dashboard::list_page))
+        .route("/admin/lists/{slug}/feeds", post(dashboard::add_feed))
+        .route("/admin/feeds/{id}/poll", post(dashboard::poll_feed))
+        .route("/admin/feeds/{id}/remove", post(dashboard::remove_feed))
+        .route("/admin/lists/{slug}/schedule", post(dashboard::set_schedule))
+        .route("/admin/lists/{slug}/schedule/remove", post(dashboard::remove_schedule))
+        .route("/admin/lists/{slug}/preview", get(dashboard::preview))
+        .route("/admin/lists/{slug}/test", post(dashboard::send_test))
+        .route(
+            "/admin/lists/{slug}/send",
+            get(dashboard::send_form).post(dashboard::send),
+        )
+        .route("/admin/lists/{slug}/export.csv", get(dashboard::export))
+        .route("/admin/digests/{id}", get(dashboard::digest_page))
+        .route("/admin/digests/{id}/progress", get(dashboard::progress))
+        .route(
+            "/admin/digests/{id}/cancel",
+            get(dashboard::cancel_form).post(dashboard::cancel),
+        )
         .route("/admin/{*rest}", get(not_found).post(not_found))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
@@ -155,6 +178,8 @@ pub fn router(state: AppState) -> Router {
         .route("/lists", get(admin::lists).post(admin::create_list))
         .route("/lists/{slug}", axum::routing::patch(admin::update_list))
         .route("/lists/{slug}/subscribers", get(admin::subscribers))
+        // Streams past the deadline: that bounds the handler only, not the body it returns.
+        .route("/lists/{slug}/subscribers.csv", get(export::subscribers))
         .route("/lists/{slug}/feeds", get(feeds::list_feeds).post(feeds::add_feed))
         .route("/feeds/{id}", axum::routing::delete(feeds::delete_feed))
         .route("/feeds/{id}/poll", post(feeds::poll_feed))

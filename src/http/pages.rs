@@ -80,3 +80,15 @@ pub async fn stylesheet() -> Response {
     )
         .into_response()
 }
+
+/// The dashboard's script: it only improves pages that work without it.
+pub async fn admin_script() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        include_str!("../../templates/admin.js"),
+    )
+        .into_response()
+}

@@ -11,6 +11,7 @@ use super::admin::find_list;
 use super::error::ApiError;
 use super::extract::ApiJson;
 use crate::schedule::{Schedule, ScheduleError, ScheduleView};
+use crate::store::{List, ScheduleRow};
 
 /// Runs listed with a schedule.
 const RUNS_SHOWN: i64 = 20;
@@ -54,17 +55,32 @@ pub async fn put(
     ApiJson(body): ApiJson<PutSchedule>,
 ) -> Result<Response, ApiError> {
     let list = find_list(&state, &slug).await?;
-    let schedule = Schedule::new(
+    let row = set(
+        &state,
+        &list,
         &body.cron,
         body.timezone.as_deref(),
-        state.config.timezone,
         body.max_items,
         body.min_items,
-    )?;
-    let row = crate::schedule::set(&state.store, &list, &schedule, crate::store::now()).await?;
+    )
+    .await?;
+    Ok(Json(ScheduleView::new(&list, &row, None)).into_response())
+}
+
+/// Sets a list's schedule (the API's and the dashboard's).
+pub(super) async fn set(
+    state: &AppState,
+    list: &List,
+    cron: &str,
+    timezone: Option<&str>,
+    max_items: Option<i64>,
+    min_items: Option<i64>,
+) -> Result<ScheduleRow, ApiError> {
+    let schedule = Schedule::new(cron, timezone, state.config.timezone, max_items, min_items)?;
+    let row = crate::schedule::set(&state.store, list, &schedule, crate::store::now()).await?;
     tracing::info!(list = %list.slug, cron = %row.cron, timezone = %row.timezone, next = %row.next_slot, "schedule set");
     state.schedule_wake.notify_one();
-    Ok(Json(ScheduleView::new(&list, &row, None)).into_response())
+    Ok(row)
 }
 
 /// `GET /api/lists/{slug}/schedule`
@@ -82,9 +98,14 @@ pub async fn show(State(state): State<AppState>, Path(slug): Path<String>) -> Re
 /// `DELETE /api/lists/{slug}/schedule`
 pub async fn delete(State(state): State<AppState>, Path(slug): Path<String>) -> Result<Response, ApiError> {
     let list = find_list(&state, &slug).await?;
+    remove(&state, &list).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+pub(super) async fn remove(state: &AppState, list: &List) -> Result<(), ApiError> {
     if state.store.delete_schedule(list.id).await? {
         tracing::info!(list = %list.slug, "schedule removed");
-        Ok(StatusCode::NO_CONTENT.into_response())
+        Ok(())
     } else {
         Err(no_schedule(&list.slug))
     }

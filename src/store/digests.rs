@@ -112,6 +112,15 @@ pub struct Delivery {
     pub attempts: i32,
 }
 
+/// A delivery that failed for good.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct FailedDelivery {
+    pub recipient: String,
+    pub attempts: i32,
+    pub error: String,
+    pub failed_at: Option<DateTime<Utc>>,
+}
+
 const VIEW_SELECT: &str = "SELECT d.id, l.slug AS list_slug, d.status, d.subject, d.items, d.recipients,
         (SELECT COUNT(*) FROM deliveries x WHERE x.digest_id = d.id AND x.status = 'sent') AS sent,
         (SELECT COUNT(*) FROM deliveries x WHERE x.digest_id = d.id AND x.status = 'failed') AS failed,
@@ -341,6 +350,20 @@ impl Store {
                 "{VIEW_SELECT} WHERE (CAST($1 AS BIGINT) IS NULL OR d.list_id = $1) ORDER BY d.id DESC LIMIT 200"
             )))
             .bind(list_id)
+            .fetch_all(pool)
+            .await?)
+        })
+    }
+
+    /// A digest's failed deliveries with the SMTP server's answer, the latest first.
+    pub async fn failed_deliveries(&self, digest_id: i64, limit: i64) -> Result<Vec<FailedDelivery>> {
+        on_pool!(self, |pool, _d| {
+            Ok(sqlx::query_as::<_, FailedDelivery>(
+                "SELECT recipient, attempts, COALESCE(last_error, '') AS error, failed_at FROM deliveries
+                 WHERE digest_id = $1 AND status = 'failed' ORDER BY id DESC LIMIT $2",
+            )
+            .bind(digest_id)
+            .bind(limit)
             .fetch_all(pool)
             .await?)
         })

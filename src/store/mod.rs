@@ -4,6 +4,7 @@
 
 mod admin_sessions;
 mod digests;
+mod export;
 mod feeds;
 mod import;
 mod lists;
@@ -11,20 +12,23 @@ pub mod outbox;
 mod schedules;
 mod settings;
 mod signups;
+mod stats;
 mod subscriptions;
 mod suppressions;
 
 pub use admin_sessions::AdminSession;
 pub use digests::{
-    ArchivedDigest, Delivery, DigestContent, DigestItem, DigestParts, DigestView, ENQUEUE_CHUNK, NewDigest, NextDigest,
-    PublicDigest,
+    ArchivedDigest, Delivery, DigestContent, DigestItem, DigestParts, DigestView, ENQUEUE_CHUNK, FailedDelivery,
+    NewDigest, NextDigest, PublicDigest,
 };
+pub use export::ExportRow;
 pub use feeds::{Feed, IngestCounts, NewItem, PollValidators};
 pub use import::ImportRow;
 pub use lists::{List, ListChange, ListCounts, NewList};
 pub use outbox::{Claimed, NewOutboxMessage, OutboxMessage, Queue};
 pub use schedules::{ClaimedRun, NewSchedule, ScheduleRow, ScheduleRun, SlotClaim};
 pub use signups::{NewSignup, SignupOutcome, SignupRules};
+pub use stats::{DayFigures, ListActivity, QueueDepth};
 pub use subscriptions::{
     ConfirmOutcome, RequestOrigin, SubscriberPage, SubscriberRow, SubscriptionInfo, SubscriptionStatus,
 };
@@ -82,6 +86,8 @@ pub(crate) struct Dialect {
     pub json_rows: fn(param: &str) -> String,
     /// The same for an array of scalars, as `t(value)`: `CAST(t.value AS BIGINT)` on both.
     pub json_values: fn(param: &str) -> String,
+    /// The UTC day of a time column, as `YYYY-MM-DD` text.
+    pub day: fn(column: &str) -> String,
 }
 
 impl Dialect {
@@ -105,6 +111,8 @@ pub(crate) const SQLITE: Dialect = Dialect {
     for_update: "",
     json_rows: |param| format!("json_each({param}) AS t"),
     json_values: |param| format!("json_each({param}) AS t"),
+    // Times are stored as RFC 3339 UTC text: the day is its first ten characters.
+    day: |column| format!("substr({column}, 1, 10)"),
 };
 
 pub(crate) const POSTGRES: Dialect = Dialect {
@@ -113,6 +121,7 @@ pub(crate) const POSTGRES: Dialect = Dialect {
     for_update: "FOR UPDATE",
     json_rows: |param| format!("json_array_elements({param}::json) AS t(value)"),
     json_values: |param| format!("json_array_elements_text({param}::json) AS t(value)"),
+    day: |column| format!("to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD')"),
 };
 
 /// Runs `$body` with `$pool` bound to the backing pool and `$d` to its [`Dialect`]. The body is

@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use sqlx::AssertSqlSafe;
 
-use super::{Result, Store, on_pool, on_queue, on_writer};
+use super::{Result, Store, now, on_pool, on_queue, on_writer};
 
 /// Lower sends first: confirmations before anything else.
 pub const PRIORITY_CONFIRMATION: i32 = 0;
@@ -299,7 +299,8 @@ impl Store {
     /// A permanent failure (`failed`), or a message no longer wanted (`cancelled`): never sent.
     pub async fn queue_fail(&self, queue: Queue, id: i64, status: &'static str, error: &str) -> Result<()> {
         let sql = format!(
-            "UPDATE {} SET status = $1, attempts = attempts + 1, lease_until = NULL, last_error = $2{}
+            "UPDATE {} SET status = $1, attempts = attempts + 1, lease_until = NULL, last_error = $2,
+                    failed_at = CASE WHEN $1 = 'failed' THEN $4 END{}
              WHERE id = $3",
             queue.table(),
             queue.finished_extra()
@@ -309,6 +310,7 @@ impl Store {
                 .bind(status)
                 .bind(error)
                 .bind(id)
+                .bind(now())
                 .execute(pool)
                 .await?;
         });

@@ -4,10 +4,21 @@
 use reqwest::header::{LOCATION, SET_COOKIE};
 use reqwest::{Method, Response};
 
-use crate::on_both_backends;
-use crate::support::app::{ADMIN_TOKEN, Backend, TestApp};
+use std::time::{Duration, Instant};
 
-on_both_backends!(the_dashboard_needs_a_session_opened_with_an_admin_token);
+use serde_json::Value;
+
+use crate::on_both_backends;
+use crate::support::app::{ADMIN_TOKEN, Backend, MAIL_WAIT, TestApp};
+use crate::support::feed_server::FeedServer;
+use crate::support::fixtures::{import_confirmed, push_items};
+
+on_both_backends!(
+    the_dashboard_needs_a_session_opened_with_an_admin_token,
+    an_operator_runs_a_newsletter_from_the_dashboard,
+    a_digest_page_shows_failures_and_cancels,
+    finished_days_are_counted_once,
+);
 
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
                    connect-src 'self'; frame-src 'self'; form-action 'self'; frame-ancestors 'none'";
@@ -71,7 +82,12 @@ async fn the_dashboard_needs_a_session_opened_with_an_admin_token(backend: Backe
     assert_eq!(r.headers()["content-security-policy"], CSP);
     let page = r.text().await.unwrap();
     assert!(page.contains(r#"<form method="post" action="/admin/login">"#), "{page}");
-    assert!(!page.contains("<script") && !page.contains(" style="));
+    // No inline code: the one script is a file of ours.
+    assert!(!page.contains("<script>") && !page.contains(" style="));
+    assert_eq!(
+        page.matches("<script").count(),
+        page.matches(r#"<script src="/static/"#).count()
+    );
 
     // A wrong token: the form again, with a message, and no session.
     let r = login(&app, "not-the-token").await;
@@ -160,4 +176,485 @@ async fn the_session_cookie_is_secure_over_https() {
     let r = login(&app, ADMIN_TOKEN).await;
     assert_eq!(r.status(), 303);
     assert!(r.headers()[SET_COOKIE].to_str().unwrap().contains("; Secure"));
+}
+
+/// A session: its cookie and its CSRF token.
+async fn signed_in(app: &TestApp) -> (String, String) {
+    let cookie = session_cookie(&login(app, ADMIN_TOKEN).await);
+    let csrf = csrf_of(&get_with(app, "/admin", &cookie).await.text().await.unwrap());
+    (cookie, csrf)
+}
+
+/// A form posted with the session; the redirect it answers.
+async fn submit(app: &TestApp, path: &str, cookie: &str, form: &[(&str, &str)]) -> String {
+    let r = post_with(app, path, cookie, form).await;
+    let status = r.status();
+    let location = r.headers().get(LOCATION).map(|l| l.to_str().unwrap().to_owned());
+    assert_eq!(status, 303, "{path}: {}", r.text().await.unwrap());
+    location.unwrap()
+}
+
+async fn page(app: &TestApp, path: &str, cookie: &str) -> String {
+    let r = get_with(app, path, cookie).await;
+    assert_eq!(r.status(), 200, "{path}");
+    r.text().await.unwrap()
+}
+
+async fn api_json(app: &TestApp, path: &str) -> Value {
+    app.admin(Method::GET, path).send().await.unwrap().json().await.unwrap()
+}
+
+/// Polls a digest's progress (as the page's script does) until `done` holds.
+async fn progress_until(app: &TestApp, id: &str, cookie: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + MAIL_WAIT;
+    loop {
+        let r = get_with(app, &format!("/admin/digests/{id}/progress"), cookie).await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["cache-control"], "no-store");
+        let p: Value = r.json().await.unwrap();
+        if done(&p) {
+            return p;
+        }
+        assert!(Instant::now() < deadline, "progress never got there: {p}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn rss(items: &[(&str, &str)]) -> String {
+    let now = chrono::Utc::now().to_rfc2822();
+    let items: String = items
+        .iter()
+        .map(|(guid, title)| {
+            format!(
+                "<item><guid>{guid}</guid><title>{title}</title><link>https://news.example/{guid}</link>\
+                 <description>About {title}</description><pubDate>{now}</pubDate></item>"
+            )
+        })
+        .collect();
+    format!(
+        r#"<?xml version="1.0"?><rss version="2.0"><channel><title>News</title><link>https://news.example/</link><description>News</description>{items}</channel></rss>"#
+    )
+}
+
+/// Create a list, add a feed, schedule it, preview, test, send through the confirmation step,
+/// watch it finish: every step from the pages' forms, checked against the API.
+async fn an_operator_runs_a_newsletter_from_the_dashboard(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let (cookie, csrf) = signed_in(&app).await;
+
+    // A list: not without the CSRF token, not with a bad slug, then made.
+    let list_form = [
+        ("slug", "weekly"),
+        ("name", "Weekly Explainer"),
+        ("description", "Why it matters"),
+    ];
+    assert_eq!(post_with(&app, "/admin/lists", &cookie, &list_form).await.status(), 403);
+    let r = post_with(
+        &app,
+        "/admin/lists",
+        &cookie,
+        &[("csrf", &csrf), ("slug", "Not A Slug"), ("name", "X")],
+    )
+    .await;
+    assert_eq!(r.status(), 422);
+    assert!(r.text().await.unwrap().contains("Go back"));
+    assert_eq!(
+        api_json(&app, "/api/lists").await.as_array().unwrap().len(),
+        0,
+        "nothing was made"
+    );
+    let mut form = list_form.to_vec();
+    form.push(("csrf", &csrf));
+    assert_eq!(
+        submit(&app, "/admin/lists", &cookie, &form).await,
+        "/admin/lists/weekly?done=list_created"
+    );
+    let list_page = page(&app, "/admin/lists/weekly?done=list_created", &cookie).await;
+    assert!(list_page.contains("Weekly Explainer") && list_page.contains("The list was created."));
+    // A notice is one of a fixed set: anything else shows nothing.
+    assert!(
+        !page(&app, "/admin/lists/weekly?done=<b>hi</b>", &cookie)
+            .await
+            .contains("hi</b>")
+    );
+
+    // A feed, polled now.
+    let feeds = FeedServer::start().await;
+    feeds.set_custom(
+        "application/rss+xml",
+        rss(&[
+            ("tram", "Council votes on the tram line"),
+            ("floods", "Floods close the river road"),
+        ]),
+    );
+    let url = feeds.url("/custom");
+    assert_eq!(
+        submit(
+            &app,
+            "/admin/lists/weekly/feeds",
+            &cookie,
+            &[("csrf", &csrf), ("url", &url), ("poll_interval", "1h")]
+        )
+        .await,
+        "/admin/lists/weekly?done=feed_added"
+    );
+    let feed_id = api_json(&app, "/api/lists/weekly/feeds").await[0]["id"].to_string();
+    assert_eq!(
+        submit(
+            &app,
+            &format!("/admin/feeds/{feed_id}/poll"),
+            &cookie,
+            &[("csrf", &csrf)]
+        )
+        .await,
+        "/admin/lists/weekly?done=feed_polled"
+    );
+    let list_page = page(&app, "/admin/lists/weekly", &cookie).await;
+    assert!(list_page.contains(&url) && list_page.contains("2 items"), "{list_page}");
+    assert!(list_page.contains("last poll "), "{list_page}");
+
+    // A schedule with its next slots; a bad one is refused and changes nothing.
+    assert_eq!(
+        submit(
+            &app,
+            "/admin/lists/weekly/schedule",
+            &cookie,
+            &[
+                ("csrf", &csrf),
+                ("cron", "0 7 * * 1"),
+                ("timezone", "Europe/London"),
+                ("max_items", "10"),
+                ("min_items", "")
+            ]
+        )
+        .await,
+        "/admin/lists/weekly?done=schedule_set"
+    );
+    let r = post_with(
+        &app,
+        "/admin/lists/weekly/schedule",
+        &cookie,
+        &[("csrf", &csrf), ("cron", "every tuesday")],
+    )
+    .await;
+    assert_eq!(r.status(), 422);
+    let schedule = api_json(&app, "/api/lists/weekly/schedule").await;
+    assert_eq!(
+        (schedule["cron"].as_str(), schedule["timezone"].as_str()),
+        (Some("0 7 * * 1"), Some("Europe/London"))
+    );
+    let list_page = page(&app, "/admin/lists/weekly", &cookie).await;
+    let slots = &list_page[list_page.find(r#"<ol class="slots">"#).unwrap()..];
+    let slots = &slots[..slots.find("</ol>").unwrap()];
+    assert_eq!(slots.matches("<li>Mon ").count(), 5, "{slots}");
+
+    // The preview, framed by the list page alone.
+    assert!(list_page.contains(r#"<iframe class="preview" src="/admin/lists/weekly/preview" sandbox="""#));
+    let r = get_with(&app, "/admin/lists/weekly/preview", &cookie).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-frame-options"], "SAMEORIGIN");
+    let csp = r.headers()["content-security-policy"].to_str().unwrap().to_owned();
+    assert!(
+        csp.contains("frame-ancestors 'self'") && csp.contains("sandbox"),
+        "{csp}"
+    );
+    assert!(r.text().await.unwrap().contains("Council votes on the tram line"));
+    assert_eq!(
+        get_with(&app, "/admin/lists/weekly", &cookie).await.headers()["x-frame-options"],
+        "DENY"
+    );
+
+    // A test copy goes to one address; a bad address is refused.
+    let r = post_with(
+        &app,
+        "/admin/lists/weekly/test",
+        &cookie,
+        &[("csrf", &csrf), ("to", "not an address")],
+    )
+    .await;
+    assert_eq!(r.status(), 422);
+    assert_eq!(
+        submit(
+            &app,
+            "/admin/lists/weekly/test",
+            &cookie,
+            &[("csrf", &csrf), ("to", "editor@news.example")]
+        )
+        .await,
+        "/admin/lists/weekly?done=test_queued"
+    );
+    let test = app
+        .smtp
+        .wait_for(|m| m.to() == ["editor@news.example"], MAIL_WAIT)
+        .await;
+    assert!(test.subject().unwrap().starts_with("[TEST]"));
+
+    // Every state-changing form wants the session's CSRF token: without it, nothing changes.
+    for path in [
+        "/admin/lists".to_owned(),
+        "/admin/lists/weekly/feeds".to_owned(),
+        format!("/admin/feeds/{feed_id}/poll"),
+        format!("/admin/feeds/{feed_id}/remove"),
+        "/admin/lists/weekly/schedule".to_owned(),
+        "/admin/lists/weekly/schedule/remove".to_owned(),
+        "/admin/lists/weekly/test".to_owned(),
+        "/admin/lists/weekly/send".to_owned(),
+        "/admin/digests/1/cancel".to_owned(),
+    ] {
+        let r = post_with(
+            &app,
+            &path,
+            &cookie,
+            &[
+                ("csrf", "0123456789abcdef0123456789abcdef"),
+                ("to", "x@news.example"),
+                ("url", "https://news.example/x.xml"),
+                ("cron", "0 9 * * *"),
+                ("key", "0123456789abcdef0123456789abcdef"),
+                ("slug", "other"),
+                ("name", "Other"),
+            ],
+        )
+        .await;
+        assert_eq!(r.status(), 403, "{path}");
+    }
+    assert_eq!(api_json(&app, "/api/lists").await.as_array().unwrap().len(), 1);
+    assert_eq!(
+        api_json(&app, "/api/lists/weekly/feeds")
+            .await
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(api_json(&app, "/api/lists/weekly/schedule").await["cron"], "0 7 * * 1");
+    assert_eq!(
+        api_json(&app, "/api/lists/weekly/digests")
+            .await
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
+    assert_eq!(app.smtp.count(), 1, "only the test copy");
+
+    // Send now: a confirmation page that says what goes to whom, and changes nothing...
+    let readers: Vec<String> = (0..3).map(|i| format!("reader{i}@news.example")).collect();
+    import_confirmed(&app, "weekly", &readers).await;
+    let confirm = page(&app, "/admin/lists/weekly/send", &cookie).await;
+    assert!(confirm.contains("Send this digest now?"), "{confirm}");
+    assert!(
+        confirm.contains("<dt>Items</dt><dd>2</dd>") && confirm.contains("3 confirmed subscribers"),
+        "{confirm}"
+    );
+    assert!(confirm.contains("Council votes on the tram line"));
+    assert_eq!(
+        api_json(&app, "/api/lists/weekly/digests")
+            .await
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
+    let key_at = confirm.find(r#"name="key" value=""#).unwrap() + r#"name="key" value=""#.len();
+    let key = confirm[key_at..key_at + 32].to_owned();
+    // ...and one digest however often it is submitted (a double click).
+    let form = [("csrf", csrf.as_str()), ("key", key.as_str())];
+    let (first, second) = tokio::join!(
+        submit(&app, "/admin/lists/weekly/send", &cookie, &form),
+        submit(&app, "/admin/lists/weekly/send", &cookie, &form)
+    );
+    assert_eq!(first, second);
+    let digests = api_json(&app, "/api/lists/weekly/digests").await;
+    assert_eq!(digests.as_array().unwrap().len(), 1, "{digests}");
+    let id = digests[0]["id"].to_string();
+    assert_eq!(first, format!("/admin/digests/{id}"));
+
+    // The digest page and its progress, until done.
+    let digest_page = page(&app, &first, &cookie).await;
+    assert!(digest_page.contains(&format!(r#"data-progress="/admin/digests/{id}/progress""#)));
+    assert!(digest_page.contains("Floods close the river road"));
+    let done = progress_until(&app, &id, &cookie, |p| p["status"] == "done").await;
+    assert_eq!(
+        (
+            done["sent"].as_i64(),
+            done["pending"].as_i64(),
+            done["percent"].as_i64()
+        ),
+        (Some(3), Some(0), Some(100)),
+        "{done}"
+    );
+    assert_eq!(done["active"], false);
+    app.smtp.wait_for_count(4, MAIL_WAIT).await;
+    let digest_page = page(&app, &first, &cookie).await;
+    assert!(
+        !digest_page.contains("Cancel this digest"),
+        "a finished digest has nothing to cancel"
+    );
+
+    // The overview: the list's counts, its next digest, and the charts with their tables.
+    let overview = page(&app, "/admin", &cookie).await;
+    assert!(
+        overview.contains(r#"<a href="/admin/lists/weekly">Weekly Explainer</a>"#),
+        "{overview}"
+    );
+    assert!(overview.contains("<td>3</td>"), "three confirmed: {overview}");
+    assert!(
+        overview.contains("<td>Mon ") && !overview.contains("not scheduled"),
+        "the next digest: {overview}"
+    );
+    assert_eq!(overview.matches(r#"<svg class="chart""#).count(), 2);
+    assert!(
+        overview.contains("confirmed: 3") && overview.contains("sent: 4"),
+        "{overview}"
+    );
+    let today = chrono::Utc::now().date_naive().to_string();
+    assert!(
+        overview.contains(&format!("<tr><th scope=\"row\">{today}</th><td>3</td><td>0</td></tr>")),
+        "{overview}"
+    );
+    assert!(overview.contains("<strong>0</strong> digest messages"), "{overview}");
+    // A second view reads the finished days from their stored counts: the same figures.
+    assert_eq!(page(&app, "/admin", &cookie).await.matches("confirmed: 3").count(), 1);
+
+    // Removing the feed and the schedule.
+    assert_eq!(
+        submit(
+            &app,
+            &format!("/admin/feeds/{feed_id}/remove"),
+            &cookie,
+            &[("csrf", &csrf)]
+        )
+        .await,
+        "/admin/lists/weekly?done=feed_removed"
+    );
+    assert_eq!(
+        api_json(&app, "/api/lists/weekly/feeds")
+            .await
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
+    assert_eq!(
+        submit(&app, "/admin/lists/weekly/schedule/remove", &cookie, &[("csrf", &csrf)]).await,
+        "/admin/lists/weekly?done=schedule_removed"
+    );
+    assert!(
+        page(&app, "/admin/lists/weekly", &cookie)
+            .await
+            .contains("Not scheduled")
+    );
+}
+
+/// A finished day's figures are stored the first time a chart shows them, and read from there.
+async fn finished_days_are_counted_once(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let app = &app;
+    app.create_list("daily", "Daily Briefing").await;
+    import_confirmed(app, "daily", &["early@news.example".to_owned()]).await;
+    app.sql_exec_with(
+        "UPDATE subscriptions SET confirmed_at = $1 WHERE consent_note <> $2",
+        chrono::Utc::now() - chrono::TimeDelta::days(2),
+        "",
+    )
+    .await;
+    let (cookie, _) = signed_in(app).await;
+    let day = (chrono::Utc::now() - chrono::TimeDelta::days(2)).date_naive();
+    let row = format!("<tr><th scope=\"row\">{day}</th><td>1</td><td>0</td></tr>");
+    assert!(page(app, "/admin", &cookie).await.contains(&row));
+    app.sql_exec("DELETE FROM subscriptions").await;
+    let overview = page(app, "/admin", &cookie).await;
+    assert!(overview.contains(&row), "the stored count: {overview}");
+    assert!(overview.contains("<td>0</td>"), "the live counts moved");
+}
+
+/// A digest that meets a bounce and a slow reader: the failure with the server's answer, then
+/// a cancel through its confirmation step.
+async fn a_digest_page_shows_failures_and_cancels(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    app.create_list("daily", "Daily Briefing").await;
+    let readers = ["fine@news.example", "bounce@news.example", "later@news.example"].map(String::from);
+    import_confirmed(&app, "daily", &readers).await;
+    push_items(&app, "daily", &[("a", "Morning news", 5)]).await;
+    app.smtp.reject_rcpt("bounce@news.example", 550, None);
+    // A temporary failure: the delivery waits for its retry, so the digest stays unfinished.
+    app.smtp.reject_rcpt("later@news.example", 451, None);
+    let (cookie, csrf) = signed_in(&app).await;
+    let confirm = page(&app, "/admin/lists/daily/send", &cookie).await;
+    let key_at = confirm.find(r#"name="key" value=""#).unwrap() + r#"name="key" value=""#.len();
+    let location = submit(
+        &app,
+        "/admin/lists/daily/send",
+        &cookie,
+        &[("csrf", &csrf), ("key", &confirm[key_at..key_at + 32])],
+    )
+    .await;
+    let id = location.rsplit('/').next().unwrap().to_owned();
+
+    let p = progress_until(&app, &id, &cookie, |p| p["sent"] == 1 && p["failed"] == 1).await;
+    assert_eq!(
+        (p["pending"].as_i64(), p["active"].as_bool()),
+        (Some(1), Some(true)),
+        "{p}"
+    );
+    let digest_page = page(&app, &location, &cookie).await;
+    let failed = &digest_page[digest_page.find("Failed recipients").unwrap()..];
+    assert!(
+        failed.contains("bounce@news.example") && failed.contains("550"),
+        "{failed}"
+    );
+    assert!(!failed.contains("later@news.example"), "a retry is not a failure");
+    assert!(digest_page.contains(&format!(r#"href="/admin/digests/{id}/cancel""#)));
+
+    // Cancel: a confirmation that changes nothing, then the cancel itself.
+    let confirm = page(&app, &format!("/admin/digests/{id}/cancel"), &cookie).await;
+    assert!(
+        confirm.contains("Cancel this digest?") && confirm.contains("1 still waiting"),
+        "{confirm}"
+    );
+    assert_eq!(api_json(&app, &format!("/api/digests/{id}")).await["status"], "sending");
+    assert_eq!(
+        submit(
+            &app,
+            &format!("/admin/digests/{id}/cancel"),
+            &cookie,
+            &[("csrf", &csrf)]
+        )
+        .await,
+        format!("/admin/digests/{id}?done=cancelled")
+    );
+    let p = progress_until(&app, &id, &cookie, |p| p["status"] == "cancelled").await;
+    assert_eq!(
+        (p["pending"].as_i64(), p["active"].as_bool()),
+        (Some(0), Some(false)),
+        "{p}"
+    );
+    // Cancelling again changes nothing.
+    submit(
+        &app,
+        &format!("/admin/digests/{id}/cancel"),
+        &cookie,
+        &[("csrf", &csrf)],
+    )
+    .await;
+    assert_eq!(
+        api_json(&app, &format!("/api/digests/{id}")).await["status"],
+        "cancelled"
+    );
+    let r = get_with(&app, "/static/admin.js", "").await;
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/javascript")
+    );
+    assert_eq!(get_with(&app, "/admin/digests/999999", &cookie).await.status(), 404);
 }

@@ -33,21 +33,7 @@ async fn confirmed_readers(app: &TestApp, emails: &[&str]) {
 }
 
 async fn push_items(app: &TestApp, items: &[(&str, &str, i64)]) {
-    let items: Vec<Value> = items
-        .iter()
-        .map(|(guid, title, minutes_ago)| {
-            json!({"guid": guid, "title": title, "url": format!("https://news.example/{guid}"),
-                   "summary": format!("<p>About {title}</p>"),
-                   "published_at": (chrono::Utc::now() - chrono::TimeDelta::minutes(*minutes_ago)).to_rfc3339()})
-        })
-        .collect();
-    let r = app
-        .admin(Method::POST, "/api/lists/daily/items")
-        .json(&json!({"items": items}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    crate::support::fixtures::push_items(app, "daily", items).await;
 }
 
 async fn create_digest(app: &TestApp, body: Option<Value>, key: Option<&str>) -> (u16, Value) {

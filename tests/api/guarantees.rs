@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 
 use crate::on_both_backends;
 use crate::support::app::{Backend, MAIL_WAIT, TestApp};
+use crate::support::fixtures::{import_confirmed, push_items};
 
 on_both_backends!(
     unsubscribe_mid_batch_stops_the_rest_within_the_window,
@@ -22,43 +23,6 @@ on_both_backends!(
 /// The documented unsubscribe window: `RECHECK_AFTER` (500 ms) plus the SMTP transaction
 /// already under way, rounded up.
 const UNSUBSCRIBE_WINDOW: Duration = Duration::from_secs(1);
-
-/// Imports `emails` into `list` as confirmed readers (no email is sent).
-async fn import_confirmed(app: &TestApp, list: &str, emails: &[String]) {
-    let csv = format!("email\n{}\n", emails.join("\n"));
-    let r = app
-        .admin(
-            Method::POST,
-            &format!("/api/lists/{list}/import?confirmed=true&consent=guarantees%20test"),
-        )
-        .header("content-type", "text/csv")
-        .body(csv)
-        .send()
-        .await
-        .unwrap();
-    let status = r.status();
-    let report: Value = r.json().await.unwrap();
-    assert_eq!(status, 200, "{report}");
-    assert_eq!(report["imported"].as_u64(), Some(emails.len() as u64), "{report}");
-}
-
-async fn push_items(app: &TestApp, list: &str, items: &[(&str, &str, i64)]) {
-    let items: Vec<Value> = items
-        .iter()
-        .map(|(guid, title, minutes_ago)| {
-            json!({"guid": guid, "title": title, "url": format!("https://news.example/{guid}"),
-                   "summary": format!("<p>About {title}</p>"),
-                   "published_at": (chrono::Utc::now() - chrono::TimeDelta::minutes(*minutes_ago)).to_rfc3339()})
-        })
-        .collect();
-    let r = app
-        .admin(Method::POST, &format!("/api/lists/{list}/items"))
-        .json(&json!({"items": items}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-}
 
 async fn digest(app: &TestApp, id: &Value) -> Value {
     app.admin(Method::GET, &format!("/api/digests/{id}"))

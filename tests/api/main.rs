@@ -4,10 +4,12 @@
 mod support;
 
 mod admin;
+mod browser;
 mod dashboard;
 mod defences;
 mod digest_flow;
 mod dkim;
+mod export;
 mod feeds;
 mod guarantees;
 mod import;

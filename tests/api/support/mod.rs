@@ -1,3 +1,5 @@
 pub mod app;
+pub mod browser;
 pub mod feed_server;
+pub mod fixtures;
 pub mod smtp;

@@ -1,6 +1,17 @@
 //! The dashboard under `/admin`: a login that opens a server-side session (the browser cannot
 //! send the bearer token), a CSRF token per session on every form, and the pages.
 
+mod digest;
+mod list;
+mod overview;
+
+pub use digest::{cancel, cancel_form, digest_page, progress};
+pub use list::{
+    add_feed, export, list_page, poll_feed, preview, remove_feed, remove_schedule, send, send_form, send_test,
+    set_schedule,
+};
+pub use overview::{create_list, overview};
+
 use askama::Template;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -13,7 +24,7 @@ use subtle::ConstantTimeEq;
 use super::AppState;
 use super::error::ApiError;
 use super::extract::RawBody;
-use crate::store::{AdminSession, List, ListCounts};
+use crate::store::AdminSession;
 
 const COOKIE: &str = "bulletin_admin";
 /// A session lasts at most this long.
@@ -29,15 +40,77 @@ struct LoginPage<'a> {
     error: Option<&'a str>,
 }
 
-#[derive(Template)]
-#[template(path = "admin_overview.html")]
-struct OverviewPage<'a> {
-    lists: &'a [(List, ListCounts)],
-    csrf: &'a str,
-}
-
 fn hex_sha256(bytes: &[u8]) -> String {
     crate::domain::hex(&Sha256::digest(bytes))
+}
+
+/// The session of a request under `/admin` (put there by `require_session`): its id's hash and
+/// the session.
+type Session = axum::Extension<(String, AdminSession)>;
+
+#[derive(Template)]
+#[template(path = "admin_message.html")]
+struct MessagePage<'a> {
+    title: &'a str,
+    message: &'a str,
+    back: &'a str,
+}
+
+/// What a form's failure says, on a page with a way back to where the form was.
+fn form_error(e: ApiError, back: &str) -> Response {
+    let title = match e.status {
+        StatusCode::NOT_FOUND => "Not found",
+        StatusCode::CONFLICT => "Not done",
+        s if s.is_server_error() => "Something went wrong",
+        _ => "Please check the form",
+    };
+    admin_page(
+        e.status,
+        &MessagePage {
+            title,
+            message: &e.message,
+            back,
+        },
+    )
+}
+
+/// The outcome of a form, as a redirect back with a notice: one of a fixed set, by key, so
+/// nothing of the request is shown back.
+fn done(path: String, notice: &'static str) -> Response {
+    see_other_to(&format!("{path}?done={notice}"))
+}
+
+/// A redirect to a path of ours made of values we checked (a list's slug, a digest's id).
+fn see_other_to(location: &str) -> Response {
+    match HeaderValue::from_str(location) {
+        Ok(value) => (StatusCode::SEE_OTHER, [(header::LOCATION, value)]).into_response(),
+        Err(_) => see_other("/admin"),
+    }
+}
+
+/// The text of a notice named by `?done=`.
+fn notice(query: Option<&str>) -> Option<&'static str> {
+    let key = super::extract::query_param(query, "done")?;
+    Some(match key.as_str() {
+        "list_created" => "The list was created.",
+        "feed_added" => "The feed was added. Its first poll runs now.",
+        "feed_polled" => "The feed was polled.",
+        "feed_removed" => "The feed was removed.",
+        "schedule_set" => "The schedule was saved.",
+        "schedule_removed" => "The schedule was removed.",
+        "test_queued" => "A test copy is on its way.",
+        "cancelled" => "The digest was cancelled: nothing more of it will be sent.",
+        _ => return None,
+    })
+}
+
+/// A time as the newsroom reads it: in its zone.
+fn when(tz: chrono_tz::Tz, at: chrono::DateTime<chrono::Utc>) -> String {
+    at.with_timezone(&tz).format("%a %-d %b %Y, %H:%M %Z").to_string()
+}
+
+fn field<'a>(form: &'a [(String, String)], name: &str) -> &'a str {
+    form.iter().find(|(k, _)| k == name).map_or("", |(_, v)| v.as_str())
 }
 
 /// A page under `/admin` with its policy; never cached.
@@ -197,19 +270,4 @@ pub async fn logout(
         HeaderValue::from_static("bulletin_admin=; HttpOnly; SameSite=Strict; Path=/admin; Max-Age=0"),
     );
     Ok(response)
-}
-
-/// `GET /admin`: every list with its counts (the same counting as `GET /api/lists`).
-pub async fn overview(
-    State(state): State<AppState>,
-    axum::Extension((_, session)): axum::Extension<(String, AdminSession)>,
-) -> Result<Response, ApiError> {
-    let lists = state.store.lists_with_counts().await?;
-    Ok(admin_page(
-        StatusCode::OK,
-        &OverviewPage {
-            lists: &lists,
-            csrf: &session.csrf,
-        },
-    ))
 }

@@ -1,0 +1,237 @@
+//! The dashboard's figures, read as ranges of indexes on the time columns. A finished UTC day is
+//! counted once and kept in `daily_stats`; today is counted live. Nothing on the signup or send
+//! path writes a counter, so nothing there waits on one.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Days, NaiveDate, TimeDelta, Utc};
+use serde::Serialize;
+use sqlx::AssertSqlSafe;
+
+use super::{Dialect, Result, Store, on_pool, on_writer};
+
+/// Two figures of one UTC day: confirmed and unsubscribed, or sent and failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct DayFigures {
+    pub day: NaiveDate,
+    pub a: i64,
+    pub b: i64,
+}
+
+/// A list's last 24 hours.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct ListActivity {
+    pub signups: i64,
+    pub unsubscribes: i64,
+}
+
+/// Messages waiting to be sent.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct QueueDepth {
+    /// Confirmation, welcome and test emails.
+    pub outbox: i64,
+    /// Digest deliveries.
+    pub deliveries: i64,
+}
+
+/// What a chart counts.
+#[derive(Debug, Clone, Copy)]
+enum Series {
+    /// A list's new confirmed subscriptions and unsubscribes.
+    List(i64),
+    /// Every message sent and failed.
+    Messages,
+}
+
+impl Series {
+    fn scope(self) -> String {
+        match self {
+            Series::List(id) => format!("list:{id}"),
+            Series::Messages => "messages".to_owned(),
+        }
+    }
+
+    /// Counts per day in `[$1, $2)` (of list `$3`), as `(day, a, b)`.
+    fn count_sql(self, d: &Dialect) -> String {
+        let parts = match self {
+            Series::List(_) => format!(
+                "SELECT {} AS day, 1 AS k FROM subscriptions
+                  WHERE list_id = $3 AND confirmed_at >= $1 AND confirmed_at < $2
+                 UNION ALL
+                 SELECT {}, 2 FROM subscriptions
+                  WHERE list_id = $3 AND unsubscribed_at >= $1 AND unsubscribed_at < $2",
+                (d.day)("confirmed_at"),
+                (d.day)("unsubscribed_at"),
+            ),
+            Series::Messages => {
+                let mut parts = Vec::new();
+                for table in ["deliveries", "outbox"] {
+                    for (column, k) in [("sent_at", 1), ("failed_at", 2)] {
+                        parts.push(format!(
+                            "SELECT {} AS day, {k} AS k FROM {table} WHERE {column} >= $1 AND {column} < $2",
+                            (d.day)(column)
+                        ));
+                    }
+                }
+                parts.join(" UNION ALL ")
+            }
+        };
+        format!(
+            "SELECT day, COUNT(*) FILTER (WHERE k = 1) AS a, COUNT(*) FILTER (WHERE k = 2) AS b
+             FROM ({parts}) t GROUP BY day"
+        )
+    }
+}
+
+fn start_of(day: NaiveDate) -> DateTime<Utc> {
+    day.and_time(chrono::NaiveTime::MIN).and_utc()
+}
+
+impl Store {
+    /// A list's new confirmed subscriptions (`a`) and unsubscribes (`b`) per day, over the `days`
+    /// days up to today, oldest first.
+    pub async fn subscription_days(&self, list_id: i64, days: u64, now: DateTime<Utc>) -> Result<Vec<DayFigures>> {
+        self.days(Series::List(list_id), days, now).await
+    }
+
+    /// Messages sent (`a`) and failed (`b`) per day, digests and single emails together.
+    pub async fn message_days(&self, days: u64, now: DateTime<Utc>) -> Result<Vec<DayFigures>> {
+        self.days(Series::Messages, days, now).await
+    }
+
+    async fn days(&self, series: Series, days: u64, now: DateTime<Utc>) -> Result<Vec<DayFigures>> {
+        let today = now.date_naive();
+        let first = today - Days::new(days.max(1) - 1);
+        // A day is over some minutes after midnight: a write in flight then may still land in it.
+        let closed_before = (now - TimeDelta::minutes(10)).date_naive();
+        let mut figures = self.cached_days(series, first).await?;
+        if let Some(missing) = first
+            .iter_days()
+            .take_while(|d| *d < closed_before)
+            .find(|d| !figures.contains_key(d))
+        {
+            let counted = self.count_days(series, missing, closed_before).await?;
+            let finished: Vec<(NaiveDate, (i64, i64))> = missing
+                .iter_days()
+                .take_while(|d| *d < closed_before)
+                .map(|d| (d, counted.get(&d).copied().unwrap_or((0, 0))))
+                .collect();
+            self.keep_days(series, &finished).await?;
+            figures.extend(finished);
+        }
+        figures.extend(self.count_days(series, closed_before, today + Days::new(1)).await?);
+        Ok(first
+            .iter_days()
+            .take_while(|d| *d <= today)
+            .map(|day| {
+                let (a, b) = figures.get(&day).copied().unwrap_or((0, 0));
+                DayFigures { day, a, b }
+            })
+            .collect())
+    }
+
+    async fn cached_days(&self, series: Series, first: NaiveDate) -> Result<HashMap<NaiveDate, (i64, i64)>> {
+        let rows: Vec<(String, i64, i64)> = on_pool!(self, |pool, _d| {
+            sqlx::query_as("SELECT day, a, b FROM daily_stats WHERE scope = $1 AND day >= $2")
+                .bind(series.scope())
+                .bind(first.to_string())
+                .fetch_all(pool)
+                .await?
+        });
+        Ok(rows
+            .into_iter()
+            .filter_map(|(day, a, b)| Some((day.parse().ok()?, (a, b))))
+            .collect())
+    }
+
+    /// Counts the days in `[from, until)` from the rows themselves.
+    async fn count_days(
+        &self,
+        series: Series,
+        from: NaiveDate,
+        until: NaiveDate,
+    ) -> Result<HashMap<NaiveDate, (i64, i64)>> {
+        if from >= until {
+            return Ok(HashMap::new());
+        }
+        let rows: Vec<(String, i64, i64)> = on_pool!(self, |pool, d| {
+            let query = sqlx::query_as(AssertSqlSafe(series.count_sql(d)))
+                .bind(start_of(from))
+                .bind(start_of(until));
+            match series {
+                Series::List(id) => query.bind(id),
+                Series::Messages => query,
+            }
+            .fetch_all(pool)
+            .await?
+        });
+        Ok(rows
+            .into_iter()
+            .filter_map(|(day, a, b)| Some((day.parse().ok()?, (a, b))))
+            .collect())
+    }
+
+    async fn keep_days(&self, series: Series, days: &[(NaiveDate, (i64, i64))]) -> Result<()> {
+        let values: Vec<(String, i64, i64)> = days.iter().map(|(d, (a, b))| (d.to_string(), *a, *b)).collect();
+        on_writer!(self, |pool, d| {
+            let sql = format!(
+                "INSERT INTO daily_stats (scope, day, a, b)
+                 SELECT $1, t.value ->> 0, CAST(t.value ->> 1 AS BIGINT), CAST(t.value ->> 2 AS BIGINT)
+                 FROM {} WHERE true
+                 ON CONFLICT (scope, day) DO NOTHING",
+                (d.json_rows)("$2")
+            );
+            sqlx::query(AssertSqlSafe(sql))
+                .bind(series.scope())
+                .bind(serde_json::to_string(&values).unwrap_or_default())
+                .execute(pool)
+                .await?;
+        });
+        Ok(())
+    }
+
+    /// Each list's signups and unsubscribes of the 24 hours before `now`, by list id.
+    pub async fn last_day_activity(&self, now: DateTime<Utc>) -> Result<HashMap<i64, ListActivity>> {
+        #[derive(sqlx::FromRow)]
+        struct Row {
+            id: i64,
+            #[sqlx(flatten)]
+            activity: ListActivity,
+        }
+        let rows: Vec<Row> = on_pool!(self, |pool, _d| {
+            sqlx::query_as(
+                "SELECT l.id,
+                        (SELECT COUNT(*) FROM subscriptions s WHERE s.list_id = l.id AND s.consent_at >= $1) AS signups,
+                        (SELECT COUNT(*) FROM subscriptions s
+                          WHERE s.list_id = l.id AND s.unsubscribed_at >= $1) AS unsubscribes
+                 FROM lists l",
+            )
+            .bind(now - TimeDelta::hours(24))
+            .fetch_all(pool)
+            .await?
+        });
+        Ok(rows.into_iter().map(|r| (r.id, r.activity)).collect())
+    }
+
+    /// How many messages wait to be sent.
+    pub async fn queue_depth(&self) -> Result<QueueDepth> {
+        on_pool!(self, |pool, _d| {
+            Ok(sqlx::query_as(
+                "SELECT (SELECT COUNT(*) FROM outbox WHERE status = 'queued') AS outbox,
+                        (SELECT COUNT(*) FROM deliveries WHERE status = 'queued') AS deliveries",
+            )
+            .fetch_one(pool)
+            .await?)
+        })
+    }
+
+    /// Each scheduled list's next slot, by list id.
+    pub async fn next_slots(&self) -> Result<HashMap<i64, DateTime<Utc>>> {
+        let rows: Vec<(i64, DateTime<Utc>)> = on_pool!(self, |pool, _d| {
+            sqlx::query_as("SELECT list_id, next_slot FROM schedules")
+                .fetch_all(pool)
+                .await?
+        });
+        Ok(rows.into_iter().collect())
+    }
+}

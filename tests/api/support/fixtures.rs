@@ -1,0 +1,44 @@
+//! Readers and items that many tests start from, made through the admin API.
+
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use super::app::TestApp;
+
+/// Imports `emails` into `list` as confirmed readers (no email is sent).
+pub async fn import_confirmed(app: &TestApp, list: &str, emails: &[String]) {
+    let csv = format!("email\n{}\n", emails.join("\n"));
+    let r = app
+        .admin(
+            Method::POST,
+            &format!("/api/lists/{list}/import?confirmed=true&consent=test%20fixture"),
+        )
+        .header("content-type", "text/csv")
+        .body(csv)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    let report: Value = r.json().await.unwrap();
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["imported"].as_u64(), Some(emails.len() as u64), "{report}");
+}
+
+/// Pushes items `(guid, title, minutes ago)` to `list`.
+pub async fn push_items(app: &TestApp, list: &str, items: &[(&str, &str, i64)]) {
+    let items: Vec<Value> = items
+        .iter()
+        .map(|(guid, title, minutes_ago)| {
+            json!({"guid": guid, "title": title, "url": format!("https://news.example/{guid}"),
+                   "summary": format!("<p>About {title}</p>"),
+                   "published_at": (chrono::Utc::now() - chrono::TimeDelta::minutes(*minutes_ago)).to_rfc3339()})
+        })
+        .collect();
+    let r = app
+        .admin(Method::POST, &format!("/api/lists/{list}/items"))
+        .json(&json!({"items": items}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
