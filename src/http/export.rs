@@ -8,8 +8,8 @@ use std::collections::HashMap;
 
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
+use axum::http::HeaderValue;
 use axum::http::header::{CACHE_CONTROL, CONTENT_DISPOSITION, CONTENT_TYPE};
-use axum::http::{HeaderValue, StatusCode};
 use axum::response::Response;
 use futures_util::StreamExt;
 
@@ -29,16 +29,15 @@ pub async fn subscribers(
 
 /// The export of list `slug` with `status` (`pending`, `confirmed` when absent, `unsubscribed`
 /// or `all`) as a streamed `text/csv` attachment named `<slug>-<status>.csv`. A bad status is
-/// `400 invalid_status`, an unknown list `404 unknown_list`. A database error after the head
+/// `422 invalid_status` (as for `GET /api/lists/{slug}/subscribers`), an unknown list `404 unknown_list`. A database error after the head
 /// was sent aborts the body (the client sees a truncated transfer, never a short valid file).
 pub(super) async fn subscribers_csv(state: &AppState, slug: &str, status: Option<&str>) -> Result<Response, ApiError> {
     let status = ExportStatus::parse(status).ok_or_else(|| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
+        ApiError::invalid(
             "invalid_status",
+            "status",
             format!("status is one of {}.", ExportStatus::CHOICES),
         )
-        .with_field("status")
     })?;
     let list = find_list(state, slug).await?;
     let slug = list.slug.clone();

@@ -443,6 +443,24 @@ async fn an_operator_runs_a_newsletter_from_the_dashboard(backend: Backend) {
     // Send now: a confirmation page that says what goes to whom, and changes nothing...
     let readers: Vec<String> = (0..3).map(|i| format!("reader{i}@news.example")).collect();
     import_confirmed(&app, "weekly", &readers).await;
+    // The export, with the session.
+    let r = get_with(&app, "/admin/lists/weekly/export.csv", &cookie).await;
+    assert_eq!(r.status(), 200);
+    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/csv"));
+    let csv = r.text().await.unwrap();
+    assert!(csv.starts_with("email,name,status,created_at,confirmed_at,unsubscribed_at,consent_at,consent_ip\n"));
+    assert_eq!(csv.lines().filter(|l| l.contains(",confirmed,")).count(), 3, "{csv}");
+    assert_eq!(
+        get_with(&app, "/admin/lists/weekly/export.csv?status=bad", &cookie)
+            .await
+            .status(),
+        422
+    );
+    assert_eq!(
+        app.get("/admin/lists/weekly/export.csv").await.status(),
+        303,
+        "not without a session"
+    );
     let confirm = page(&app, "/admin/lists/weekly/send", &cookie).await;
     assert!(confirm.contains("Send this digest now?"), "{confirm}");
     assert!(

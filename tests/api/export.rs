@@ -336,7 +336,7 @@ async fn export_refuses_bad_requests(backend: Backend) {
             .send()
             .await
             .unwrap();
-        let body = assert_error(r, 400, "invalid_status", Some("status")).await;
+        let body = assert_error(r, 422, "invalid_status", Some("status")).await;
         assert!(
             body["error"]["message"]
                 .as_str()

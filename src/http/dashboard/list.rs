@@ -360,11 +360,9 @@ pub async fn send(
 }
 
 /// `GET /admin/lists/{slug}/export.csv?status=`: the API's export, with the session.
-pub async fn export(
-    State(state): State<AppState>,
-    Path(slug): Path<String>,
-    RawQuery(query): RawQuery,
-) -> Result<Response, ApiError> {
+pub async fn export(State(state): State<AppState>, Path(slug): Path<String>, RawQuery(query): RawQuery) -> Response {
     let status = query_param(query.as_deref(), "status");
-    crate::http::export::subscribers_csv(&state, &slug, status.as_deref()).await
+    crate::http::export::subscribers_csv(&state, &slug, status.as_deref())
+        .await
+        .unwrap_or_else(|e| form_error(e, "/admin"))
 }

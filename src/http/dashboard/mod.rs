@@ -181,12 +181,7 @@ pub async fn require_session(State(state): State<AppState>, mut request: Request
 
 /// The CSRF token of a form, checked against the session's; `403` when absent or wrong.
 fn check_csrf(session: &AdminSession, form: &[(String, String)]) -> Result<(), ApiError> {
-    let sent = form
-        .iter()
-        .find(|(k, _)| k == "csrf")
-        .map(|(_, v)| v.as_str())
-        .unwrap_or("");
-    if bool::from(sent.as_bytes().ct_eq(session.csrf.as_bytes())) {
+    if bool::from(field(form, "csrf").as_bytes().ct_eq(session.csrf.as_bytes())) {
         Ok(())
     } else {
         Err(ApiError::new(
@@ -212,11 +207,7 @@ pub async fn login_form(State(state): State<AppState>, headers: HeaderMap) -> Re
 /// `POST /admin/login`: a right token opens a new session (a new id every time: no fixation).
 pub async fn login(State(state): State<AppState>, RawBody(bytes): RawBody) -> Result<Response, ApiError> {
     let form = form_fields(&bytes);
-    let presented = form
-        .iter()
-        .find(|(k, _)| k == "token")
-        .map(|(_, v)| v.as_str())
-        .unwrap_or("");
+    let presented = field(&form, "token");
     let Some(token) = matching_token(&state, presented).filter(|_| !presented.trim().is_empty()) else {
         tracing::warn!("dashboard login refused: wrong token");
         return Ok(admin_page(
