@@ -61,11 +61,12 @@ pub fn daily(title: &str, labels: [&'static str; 2], days: &[DayFigures]) -> Cha
         r#"<svg class="chart" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" aria-labelledby="chart-{id}" xmlns="http://www.w3.org/2000/svg"><title id="chart-{id}">{}</title>"#,
         escape(title)
     );
-    // The axes and their labels: the scale above and below the zero line, dates under it.
+    // The axes and their labels: the scale above the zero line, and below it (counted down, as
+    // the second series is drawn), dates under it.
     let scale_label = scale as i64;
     let _ = write!(
         svg,
-        r#"<g class="axis"><line x1="{LEFT}" y1="{TOP}" x2="{LEFT}" y2="{y}"/><line x1="{LEFT}" y1="{zero}" x2="{x}" y2="{zero}"/><text x="{tx}" y="{t1}" text-anchor="end">{scale_label}</text><text x="{tx}" y="{t2}" text-anchor="end">0</text><text x="{tx}" y="{t3}" text-anchor="end">{scale_label}</text>"#,
+        r#"<g class="axis"><line x1="{LEFT}" y1="{TOP}" x2="{LEFT}" y2="{y}"/><line x1="{LEFT}" y1="{zero}" x2="{x}" y2="{zero}"/><text x="{tx}" y="{t1}" text-anchor="end">{scale_label}</text><text x="{tx}" y="{t2}" text-anchor="end">0</text><text x="{tx}" y="{t3}" text-anchor="end">−{scale_label}</text>"#,
         y = HEIGHT - BOTTOM,
         x = WIDTH - RIGHT,
         tx = LEFT - 6.0,

@@ -2,8 +2,12 @@
 //! are the same on both backends). Skipped without chromedriver unless `CI` is set.
 //! Screenshots: target/tmp/screenshots/<test>/.
 
-use crate::support::app::{ADMIN_TOKEN, Backend, TestApp};
-use crate::support::browser::{Browser, Viewport};
+use serde_json::json;
+
+use crate::support::app::{ADMIN_TOKEN, Backend, MAIL_WAIT, TestApp};
+use crate::support::browser::{Browser, Session, Viewport};
+use crate::support::feed_server::FeedServer;
+use crate::support::fixtures::{import_confirmed, push_items};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signing_in_and_out_on_a_phone() {
@@ -59,5 +63,213 @@ async fn signing_in_and_out(viewport: Viewport) {
     page.wait_for_path("/admin/login").await;
     page.wait_for("form[action='/admin/login'] input[name=token]").await;
 
+    page.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn running_a_newsletter_on_a_phone() {
+    running_a_newsletter(Viewport::Phone).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn running_a_newsletter_on_a_desktop() {
+    running_a_newsletter(Viewport::Desktop).await
+}
+
+fn rss(items: &[(&str, &str)]) -> String {
+    let now = chrono::Utc::now().to_rfc2822();
+    let items: String = items
+        .iter()
+        .map(|(guid, title)| {
+            format!(
+                "<item><guid>{guid}</guid><title>{title}</title><link>https://news.example/{guid}</link>\
+                 <description>What happened, and why it matters.</description><pubDate>{now}</pubDate></item>"
+            )
+        })
+        .collect();
+    format!(
+        r#"<?xml version="1.0"?><rss version="2.0"><channel><title>News</title><link>https://news.example/</link><description>News</description>{items}</channel></rss>"#
+    )
+}
+
+/// Scrolls the element into view, then takes the screenshot.
+async fn shot_at(page: &Session, selector: &str, name: &str) {
+    page.js(
+        "document.querySelector(arguments[0]).scrollIntoView({block: 'start'});",
+        vec![json!(selector)],
+    )
+    .await;
+    page.shot(name).await;
+}
+
+/// The newsroom's operator, in the browser alone: sign in, create a list, add a feed, schedule
+/// it, preview, send a test, send now through the confirmation step, watch the progress reach
+/// done without a reload, cancel another digest, export the list, sign out.
+async fn running_a_newsletter(viewport: Viewport) {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let app = TestApp::spawn(Backend::Sqlite).await.expect("the app on SQLite");
+    app.create_list("daily", "Daily Briefing").await;
+    import_confirmed(&app, "daily", &["early@news.example".to_owned()]).await;
+    let feeds = FeedServer::start().await;
+    feeds.set_custom(
+        "application/rss+xml",
+        rss(&[
+            ("tram", "Council approves the new tram line"),
+            ("floods", "Floods close the river road for a week"),
+        ]),
+    );
+    let page = browser.session(viewport).await;
+
+    // Sign in: the lists and a chart.
+    page.goto(&app.url("/admin/login")).await;
+    page.fill("input[name=token]", ADMIN_TOKEN).await;
+    page.click("form[action='/admin/login'] button[type=submit]").await;
+    page.wait_for_path("/admin").await;
+    assert!(page.text("table.counts tbody").await.contains("Daily Briefing"));
+    page.wait_for("svg.chart title").await;
+    page.shot("overview").await;
+    page.assert_no_sideways_scroll("the overview").await;
+    shot_at(&page, "svg.chart", "overview-charts").await;
+
+    // Create a list.
+    page.fill("#name", "Weekly Explainer").await;
+    page.fill("#slug", "weekly").await;
+    page.fill("#description", "The week's big stories, explained").await;
+    shot_at(&page, "form[action='/admin/lists']", "create-list").await;
+    page.click("form[action='/admin/lists'] button[type=submit]").await;
+    page.wait_for_path("/admin/lists/weekly?done=list_created").await;
+    page.wait_for_text("The list was created.").await;
+    page.shot("list-created").await;
+    page.assert_no_sideways_scroll("a new list's page").await;
+
+    // Add a feed, and poll it now.
+    page.fill("#feed-url", &feeds.url("/custom")).await;
+    page.fill("#feed-interval", "15m").await;
+    page.click("form[action='/admin/lists/weekly/feeds'] button[type=submit]")
+        .await;
+    page.wait_for_text("The feed was added.").await;
+    page.click("form[action$='/poll'] button[type=submit]").await;
+    page.wait_for_text("The feed was polled.").await;
+    page.wait_for_text("2 items").await;
+    shot_at(&page, ".feeds", "feed-added").await;
+    page.assert_no_sideways_scroll("the list with a feed").await;
+
+    // Schedule it: the next slots appear.
+    page.fill("#cron", "0 7 * * 1").await;
+    page.fill("#timezone", "Europe/London").await;
+    page.fill("#max-items", "10").await;
+    page.click("form[action='/admin/lists/weekly/schedule'] button[type=submit]")
+        .await;
+    page.wait_for_text("The schedule was saved.").await;
+    let slots = page
+        .js("return document.querySelectorAll('ol.slots li').length;", vec![])
+        .await;
+    assert_eq!(slots, json!(5));
+    assert!(page.text("ol.slots").await.starts_with("Mon "));
+    shot_at(&page, "ol.slots", "scheduled").await;
+    page.assert_no_sideways_scroll("the list with a schedule").await;
+
+    // The preview, in its sandboxed frame.
+    let frame = page.wait_for("iframe.preview").await;
+    assert_eq!(frame.attr("sandbox").await.unwrap().as_deref(), Some(""));
+    page.js(
+        "document.querySelector('iframe.preview').scrollIntoView({block: 'start'});",
+        vec![],
+    )
+    .await;
+    frame.enter_frame().await.expect("into the preview");
+    page.wait_for_text("Council approves the new tram line").await;
+    page.client().enter_parent_frame().await.expect("out of the preview");
+    page.shot("preview").await;
+
+    // Send a test.
+    page.fill("#test-to", "editor@news.example").await;
+    page.click("form[action='/admin/lists/weekly/test'] button[type=submit]")
+        .await;
+    page.wait_for_text("A test copy is on its way.").await;
+    let test = app
+        .smtp
+        .wait_for(|m| m.to() == ["editor@news.example"], MAIL_WAIT)
+        .await;
+    assert!(test.subject().unwrap().starts_with("[TEST]"));
+
+    // Send now, through the confirmation step.
+    let readers: Vec<String> = (0..3).map(|i| format!("reader{i}@news.example")).collect();
+    import_confirmed(&app, "weekly", &readers).await;
+    page.click("a[href='/admin/lists/weekly/send']").await;
+    page.wait_for_path("/admin/lists/weekly/send").await;
+    page.wait_for_text("Send this digest now?").await;
+    let facts = page.text("dl.facts").await;
+    assert!(
+        facts.contains("3 confirmed subscribers") && facts.contains('2'),
+        "{facts}"
+    );
+    page.shot("send-confirm").await;
+    page.assert_no_sideways_scroll("the send confirmation").await;
+    page.click("form[action='/admin/lists/weekly/send'] button[type=submit]")
+        .await;
+    page.wait_until("location.pathname.startsWith('/admin/digests/')", "the digest's page")
+        .await;
+    // The progress reaches done in place: a reload would lose this marker.
+    page.js("window.stillHere = true;", vec![]).await;
+    page.wait_until(
+        "document.querySelector('[data-progress][data-done]') && window.stillHere",
+        "the progress to finish without a reload",
+    )
+    .await;
+    assert_eq!(page.text("[data-field=status]").await, "done");
+    assert_eq!(page.text("[data-field=sent]").await, "3");
+    page.shot("digest-done").await;
+    page.assert_no_sideways_scroll("a digest's page").await;
+    app.smtp.wait_for_count(4, MAIL_WAIT).await;
+
+    // Cancel another digest while it waits on a slow reader.
+    push_items(&app, "weekly", &[("late", "Late news from the courts", 1)]).await;
+    app.smtp.reject_rcpt("reader2@news.example", 451, None);
+    page.goto(&app.url("/admin/lists/weekly/send")).await;
+    page.click("form[action='/admin/lists/weekly/send'] button[type=submit]")
+        .await;
+    page.wait_until(
+        "location.pathname.startsWith('/admin/digests/')",
+        "the second digest's page",
+    )
+    .await;
+    page.wait_until(
+        "document.querySelector('[data-field=sent]').textContent === '2'",
+        "two sent, one waiting",
+    )
+    .await;
+    page.click("a[data-cancel]").await;
+    page.wait_for_text("Cancel this digest?").await;
+    page.shot("cancel-confirm").await;
+    page.click("form[action$='/cancel'] button[type=submit]").await;
+    page.wait_for_text("The digest was cancelled").await;
+    assert_eq!(page.text("[data-field=status]").await, "cancelled");
+    page.shot("cancelled").await;
+
+    // Export the list, with the browser's session.
+    page.goto(&app.url("/admin/lists/weekly")).await;
+    page.wait_for("form[action='/admin/lists/weekly/export.csv'] select[name=status]")
+        .await;
+    page.js(
+        "window.csv = null; fetch(document.querySelector('form[action$=\"export.csv\"]').action + '?status=confirmed')\
+         .then(r => r.text()).then(t => { window.csv = t; });",
+        vec![],
+    )
+    .await;
+    page.wait_until("window.csv !== null", "the export").await;
+    let csv = page.js("return window.csv;", vec![]).await;
+    let csv = csv.as_str().unwrap();
+    assert!(csv.starts_with("email,name,status,"), "{csv}");
+    assert_eq!(csv.lines().count(), 4, "a header and three readers: {csv}");
+    shot_at(&page, "form[action$='export.csv']", "export").await;
+
+    // Sign out: /admin is closed.
+    page.click("form[action='/admin/logout'] button[type=submit]").await;
+    page.wait_for_path("/admin/login").await;
+    page.goto(&app.url("/admin/lists/weekly")).await;
+    page.wait_for_path("/admin/login").await;
     page.close().await;
 }
