@@ -7,7 +7,7 @@ use serde_json::json;
 use crate::support::app::{ADMIN_TOKEN, Backend, MAIL_WAIT, TestApp};
 use crate::support::browser::{Browser, Session, Viewport};
 use crate::support::feed_server::FeedServer;
-use crate::support::fixtures::{import_confirmed, push_items};
+use crate::support::fixtures::{import_confirmed, push_items, rss};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signing_in_and_out_on_a_phone() {
@@ -74,22 +74,6 @@ async fn running_a_newsletter_on_a_phone() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn running_a_newsletter_on_a_desktop() {
     running_a_newsletter(Viewport::Desktop).await
-}
-
-fn rss(items: &[(&str, &str)]) -> String {
-    let now = chrono::Utc::now().to_rfc2822();
-    let items: String = items
-        .iter()
-        .map(|(guid, title)| {
-            format!(
-                "<item><guid>{guid}</guid><title>{title}</title><link>https://news.example/{guid}</link>\
-                 <description>What happened, and why it matters.</description><pubDate>{now}</pubDate></item>"
-            )
-        })
-        .collect();
-    format!(
-        r#"<?xml version="1.0"?><rss version="2.0"><channel><title>News</title><link>https://news.example/</link><description>News</description>{items}</channel></rss>"#
-    )
 }
 
 /// Scrolls the element into view, then takes the screenshot.

@@ -11,7 +11,7 @@ use serde_json::Value;
 use crate::on_both_backends;
 use crate::support::app::{ADMIN_TOKEN, Backend, MAIL_WAIT, TestApp};
 use crate::support::feed_server::FeedServer;
-use crate::support::fixtures::{import_confirmed, push_items};
+use crate::support::fixtures::{import_confirmed, push_items, rss};
 
 on_both_backends!(
     the_dashboard_needs_a_session_opened_with_an_admin_token,
@@ -218,22 +218,6 @@ async fn progress_until(app: &TestApp, id: &str, cookie: &str, done: impl Fn(&Va
         assert!(Instant::now() < deadline, "progress never got there: {p}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-fn rss(items: &[(&str, &str)]) -> String {
-    let now = chrono::Utc::now().to_rfc2822();
-    let items: String = items
-        .iter()
-        .map(|(guid, title)| {
-            format!(
-                "<item><guid>{guid}</guid><title>{title}</title><link>https://news.example/{guid}</link>\
-                 <description>About {title}</description><pubDate>{now}</pubDate></item>"
-            )
-        })
-        .collect();
-    format!(
-        r#"<?xml version="1.0"?><rss version="2.0"><channel><title>News</title><link>https://news.example/</link><description>News</description>{items}</channel></rss>"#
-    )
 }
 
 /// Create a list, add a feed, schedule it, preview, test, send through the confirmation step,

@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::{Session, admin_page, check_csrf, done, form_error, form_fields, notice, when};
+use super::{Session, admin_page, check_csrf, finish, form_fields, notice, when};
 use crate::http::AppState;
 use crate::http::digests::{cancel_digest, digest_not_found};
 use crate::http::error::ApiError;
@@ -171,8 +171,5 @@ pub async fn cancel(
 ) -> Result<Response, ApiError> {
     check_csrf(&session, &form_fields(&bytes))?;
     let back = format!("/admin/digests/{id}");
-    Ok(match cancel_digest(&state, id).await {
-        Ok(_) => done(back, "cancelled"),
-        Err(e) => form_error(e, &back),
-    })
+    Ok(finish(cancel_digest(&state, id).await, back, "cancelled"))
 }

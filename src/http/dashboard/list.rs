@@ -7,7 +7,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::overview::{CHART_DAYS, subscriptions_chart};
-use super::{Session, admin_page, check_csrf, done, field, form_error, form_fields, notice, when};
+use super::{Session, admin_page, check_csrf, field, finish, form_error, form_fields, notice, when};
 use crate::digest::{DigestError, DigestRequest};
 use crate::http::AppState;
 use crate::http::admin::find_list;
@@ -166,10 +166,11 @@ pub async fn add_feed(
     check_csrf(&session, &form)?;
     let list = find_list(&state, &slug).await?;
     let interval = Some(field(&form, "poll_interval")).filter(|s| !s.trim().is_empty());
-    Ok(match feeds::add(&state, &list, field(&form, "url"), interval).await {
-        Ok(_) => done(list_path(&list), "feed_added"),
-        Err(e) => form_error(e, &list_path(&list)),
-    })
+    Ok(finish(
+        feeds::add(&state, &list, field(&form, "url"), interval).await,
+        list_path(&list),
+        "feed_added",
+    ))
 }
 
 /// The feed of a form, and the path of its list's page.
@@ -190,10 +191,7 @@ pub async fn poll_feed(
 ) -> Result<Response, ApiError> {
     check_csrf(&session, &form_fields(&bytes))?;
     let back = feed_and_back(&state, id).await?;
-    Ok(match feeds::poll(&state, id).await {
-        Ok(_) => done(back, "feed_polled"),
-        Err(e) => form_error(e, &back),
-    })
+    Ok(finish(feeds::poll(&state, id).await, back, "feed_polled"))
 }
 
 /// `POST /admin/feeds/{id}/remove`
@@ -205,10 +203,7 @@ pub async fn remove_feed(
 ) -> Result<Response, ApiError> {
     check_csrf(&session, &form_fields(&bytes))?;
     let back = feed_and_back(&state, id).await?;
-    Ok(match feeds::remove(&state, id).await {
-        Ok(()) => done(back, "feed_removed"),
-        Err(e) => form_error(e, &back),
-    })
+    Ok(finish(feeds::remove(&state, id).await, back, "feed_removed"))
 }
 
 /// An optional whole number of a form; a clear error when it is not one.
@@ -238,10 +233,7 @@ pub async fn set_schedule(
         let tz = Some(field(&form, "timezone").trim()).filter(|s| !s.is_empty());
         schedules::set(&state, &list, field(&form, "cron"), tz, max, min).await
     };
-    Ok(match set.await {
-        Ok(_) => done(list_path(&list), "schedule_set"),
-        Err(e) => form_error(e, &list_path(&list)),
-    })
+    Ok(finish(set.await, list_path(&list), "schedule_set"))
 }
 
 /// `POST /admin/lists/{slug}/schedule/remove`
@@ -253,10 +245,11 @@ pub async fn remove_schedule(
 ) -> Result<Response, ApiError> {
     check_csrf(&session, &form_fields(&bytes))?;
     let list = find_list(&state, &slug).await?;
-    Ok(match schedules::remove(&state, &list).await {
-        Ok(()) => done(list_path(&list), "schedule_removed"),
-        Err(e) => form_error(e, &list_path(&list)),
-    })
+    Ok(finish(
+        schedules::remove(&state, &list).await,
+        list_path(&list),
+        "schedule_removed",
+    ))
 }
 
 /// `GET /admin/lists/{slug}/preview`: the next digest as the API previews it, which the list
@@ -296,10 +289,11 @@ pub async fn send_test(
     let form = form_fields(&bytes);
     check_csrf(&session, &form)?;
     let list = find_list(&state, &slug).await?;
-    Ok(match digests::send_test(&state, &list, field(&form, "to")).await {
-        Ok(()) => done(list_path(&list), "test_queued"),
-        Err(e) => form_error(e, &list_path(&list)),
-    })
+    Ok(finish(
+        digests::send_test(&state, &list, field(&form, "to")).await,
+        list_path(&list),
+        "test_queued",
+    ))
 }
 
 /// `GET /admin/lists/{slug}/send`: what Send now would send, to confirm. Changes nothing.

@@ -80,6 +80,14 @@ fn done(path: String, notice: &'static str) -> Response {
     see_other_to(&format!("{path}?done={notice}"))
 }
 
+/// A form's outcome: back to `back` with the notice, or the failure with a way back there.
+fn finish<T>(result: Result<T, ApiError>, back: String, notice: &'static str) -> Response {
+    match result {
+        Ok(_) => done(back, notice),
+        Err(e) => form_error(e, &back),
+    }
+}
+
 /// A redirect to a path of ours made of values we checked (a list's slug, a digest's id).
 fn see_other_to(location: &str) -> Response {
     match HeaderValue::from_str(location) {

@@ -42,3 +42,20 @@ pub async fn push_items(app: &TestApp, list: &str, items: &[(&str, &str, i64)]) 
         .unwrap();
     assert_eq!(r.status(), 200);
 }
+
+/// An RSS 2.0 feed of items `(guid, title)`, published now.
+pub fn rss(items: &[(&str, &str)]) -> String {
+    let now = chrono::Utc::now().to_rfc2822();
+    let items: String = items
+        .iter()
+        .map(|(guid, title)| {
+            format!(
+                "<item><guid>{guid}</guid><title>{title}</title><link>https://news.example/{guid}</link>\
+                 <description>What happened, and why it matters.</description><pubDate>{now}</pubDate></item>"
+            )
+        })
+        .collect();
+    format!(
+        r#"<?xml version="1.0"?><rss version="2.0"><channel><title>News</title><link>https://news.example/</link><description>News</description>{items}</channel></rss>"#
+    )
+}
