@@ -156,6 +156,12 @@ pub fn router(state: AppState) -> Router {
             get(dashboard::send_form).post(dashboard::send),
         )
         .route("/admin/lists/{slug}/export.csv", get(dashboard::export))
+        .route("/admin/subscribers", get(dashboard::readers))
+        .route("/admin/subscribers/{id}", get(dashboard::reader))
+        .route(
+            "/admin/subscribers/{id}/{action}",
+            get(dashboard::reader_confirm).post(dashboard::reader_act),
+        )
         .route("/admin/digests/{id}", get(dashboard::digest_page))
         .route("/admin/digests/{id}/progress", get(dashboard::progress))
         .route(

@@ -18,6 +18,7 @@ on_both_backends!(
     an_operator_runs_a_newsletter_from_the_dashboard,
     a_digest_page_shows_failures_and_cancels,
     finished_days_are_counted_once,
+    an_operator_finds_a_reader_and_acts_on_them,
 );
 
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
@@ -659,4 +660,182 @@ async fn a_digest_page_shows_failures_and_cancels(backend: Backend) {
             .starts_with("text/javascript")
     );
     assert_eq!(get_with(&app, "/admin/digests/999999", &cookie).await.status(), 404);
+}
+
+/// The addresses a results page links to, in order.
+fn found(page: &str) -> Vec<String> {
+    page.split(r#"<a href="/admin/subscribers/"#)
+        .skip(1)
+        .filter_map(|rest| Some(rest.split_once("\">")?.1.split_once("</a>")?.0.to_owned()))
+        .collect()
+}
+
+/// Search by prefix and by domain, with filters and pages; one reader's page with their
+/// consent and deliveries; unsubscribe and suppress, each through a confirmation and CSRF.
+async fn an_operator_finds_a_reader_and_acts_on_them(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    app.create_list("daily", "Daily Briefing").await;
+    app.create_list("weekly", "Weekly Explainer").await;
+    let mut daily: Vec<String> = (0..60).map(|i| format!("reader{i:02}@news.example")).collect();
+    daily.push("Ann.Lee@Example.org".to_owned()); // stored as Ann.Lee@example.org
+    daily.push("annabel@other.example".to_owned());
+    import_confirmed(&app, "daily", &daily).await;
+    import_confirmed(&app, "weekly", &["ann.lee@example.org".to_owned()]).await;
+    assert_eq!(app.signup_json("pending@example.org", &["weekly"]).await.status(), 202);
+    let (cookie, csrf) = signed_in(&app).await;
+
+    // A prefix of the address, whatever its case; a domain with '@'.
+    let page_of = |q: &str| format!("/admin/subscribers?q={}", q.replace('@', "%40"));
+    assert_eq!(
+        found(&page(&app, &page_of("ANN"), &cookie).await),
+        ["Ann.Lee@example.org", "annabel@other.example"]
+    );
+    assert_eq!(
+        found(&page(&app, &page_of("ann."), &cookie).await),
+        ["Ann.Lee@example.org"]
+    );
+    let at_domain = found(&page(&app, &page_of("@example.org"), &cookie).await);
+    assert_eq!(
+        at_domain,
+        ["pending@example.org", "Ann.Lee@example.org"],
+        "newest first"
+    );
+    assert!(
+        found(&page(&app, &page_of("@example"), &cookie).await).is_empty(),
+        "a domain is matched whole"
+    );
+    // Filters by list and status.
+    let weekly_pending = page(&app, "/admin/subscribers?list=weekly&status=pending", &cookie).await;
+    assert_eq!(found(&weekly_pending), ["pending@example.org"]);
+    let filtered = page(
+        &app,
+        &format!("{}&list=weekly&status=confirmed", page_of("@example.org")),
+        &cookie,
+    )
+    .await;
+    assert_eq!(found(&filtered), ["Ann.Lee@example.org"]);
+    assert!(
+        filtered.contains("daily: confirmed") && filtered.contains("weekly: confirmed"),
+        "{filtered}"
+    );
+    assert_eq!(
+        get_with(&app, "/admin/subscribers?status=gone", &cookie).await.status(),
+        422
+    );
+    // Pages of 50, each after the last of the one before, until all are seen.
+    let mut seen = Vec::new();
+    let mut next = Some(page_of("reader"));
+    while let Some(path) = next {
+        assert!(seen.len() <= 60, "the pages never end: {path}");
+        let body = page(&app, &path, &cookie).await;
+        seen.extend(found(&body));
+        next = body
+            .split_once(r#"<a class="button quiet" href=""#)
+            .map(|(_, rest)| rest.split_once('"').unwrap().0.replace("&#38;", "&"));
+    }
+    assert_eq!(seen.len(), 60);
+    assert_eq!(seen, daily[..60], "in address order, each once");
+
+    // One reader's page: both subscriptions with their consent, and what was sent to them.
+    let id = app
+        .sql_strings("SELECT CAST(id AS TEXT) FROM subscribers WHERE email_key = 'ann.lee@example.org'")
+        .await[0]
+        .clone();
+    push_items(&app, "weekly", &[("a", "Morning news", 5)]).await;
+    let r = app
+        .admin(Method::POST, "/api/lists/weekly/digests")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    app.smtp
+        .wait_for(|m| m.to() == ["Ann.Lee@example.org"], MAIL_WAIT)
+        .await;
+    let reader = format!("/admin/subscribers/{id}");
+    let deadline = Instant::now() + MAIL_WAIT;
+    let body = loop {
+        let body = page(&app, &reader, &cookie).await;
+        if body.contains(r#"<span class="status status-sent">sent</span>"#) || Instant::now() > deadline {
+            break body;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        body.contains("Daily Briefing") && body.contains("Weekly Explainer"),
+        "{body}"
+    );
+    assert!(body.contains("test fixture"), "the consent record: {body}");
+    assert!(
+        body.contains("Weekly Explainer —") && body.contains("status-sent"),
+        "the digest delivery: {body}"
+    );
+
+    // Unsubscribe from one list: a confirmation that changes nothing, then CSRF, then done.
+    let confirm = page(&app, &format!("{reader}/unsubscribe?list=weekly"), &cookie).await;
+    assert!(
+        confirm.contains("Unsubscribe Ann.Lee@example.org from Weekly Explainer?"),
+        "{confirm}"
+    );
+    let status_of = |list: &'static str| {
+        let app = &app;
+        async move {
+            app.subscribers(list)
+                .await
+                .into_iter()
+                .find(|(e, _)| e.eq_ignore_ascii_case("ann.lee@example.org"))
+                .map(|(_, s)| s)
+        }
+    };
+    assert_eq!(status_of("weekly").await.as_deref(), Some("confirmed"));
+    let no_csrf = post_with(&app, &format!("{reader}/unsubscribe"), &cookie, &[("list", "weekly")]).await;
+    assert_eq!(no_csrf.status(), 403);
+    assert_eq!(status_of("weekly").await.as_deref(), Some("confirmed"));
+    assert_eq!(
+        submit(
+            &app,
+            &format!("{reader}/unsubscribe"),
+            &cookie,
+            &[("csrf", &csrf), ("list", "weekly")]
+        )
+        .await,
+        format!("{reader}?done=unsubscribed")
+    );
+    assert_eq!(status_of("weekly").await.as_deref(), Some("unsubscribed"));
+    assert_eq!(
+        status_of("daily").await.as_deref(),
+        Some("confirmed"),
+        "the other list stays"
+    );
+
+    // Suppress: the same steps; the API then sees the suppression.
+    assert!(
+        page(&app, &format!("{reader}/suppress"), &cookie)
+            .await
+            .contains("Suppress Ann.Lee@example.org?")
+    );
+    assert_eq!(
+        post_with(&app, &format!("{reader}/suppress"), &cookie, &[])
+            .await
+            .status(),
+        403
+    );
+    assert_eq!(
+        app.admin(Method::GET, "/api/suppressions/ann.lee@example.org")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    assert_eq!(
+        submit(&app, &format!("{reader}/suppress"), &cookie, &[("csrf", &csrf)]).await,
+        format!("{reader}?done=suppressed")
+    );
+    let suppression = api_json(&app, "/api/suppressions/ann.lee@example.org").await;
+    assert_eq!(suppression["reason"], "manual", "{suppression}");
+    assert!(page(&app, &reader, &cookie).await.contains("Suppressed since"));
+    assert_eq!(get_with(&app, "/admin/subscribers/999999", &cookie).await.status(), 404);
+    assert_eq!(get_with(&app, &format!("{reader}/delete"), &cookie).await.status(), 404);
 }

@@ -4,6 +4,7 @@
 mod digest;
 mod list;
 mod overview;
+mod readers;
 
 pub use digest::{cancel, cancel_form, digest_page, progress};
 pub use list::{
@@ -11,6 +12,7 @@ pub use list::{
     set_schedule,
 };
 pub use overview::{create_list, overview};
+pub use readers::{act as reader_act, confirm_action as reader_confirm, reader, readers};
 
 use askama::Template;
 use axum::extract::{Request, State};
@@ -108,6 +110,8 @@ fn notice(query: Option<&str>) -> Option<&'static str> {
         "schedule_removed" => "The schedule was removed.",
         "test_queued" => "A test copy is on its way.",
         "cancelled" => "The digest was cancelled: nothing more of it will be sent.",
+        "unsubscribed" => "Unsubscribed: mail queued for that list was cancelled.",
+        "suppressed" => "Suppressed: nothing more is sent to this address.",
         _ => return None,
     })
 }
