@@ -257,3 +257,58 @@ async fn running_a_newsletter(viewport: Viewport) {
     page.wait_for_path("/admin/login").await;
     page.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finding_a_reader_on_a_phone() {
+    finding_a_reader(Viewport::Phone).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finding_a_reader_on_a_desktop() {
+    finding_a_reader(Viewport::Desktop).await
+}
+
+/// Search a reader by domain, open them, unsubscribe them from one list.
+async fn finding_a_reader(viewport: Viewport) {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let app = TestApp::spawn(Backend::Sqlite).await.expect("the app on SQLite");
+    app.create_list("daily", "Daily Briefing").await;
+    app.create_list("weekly", "Weekly Explainer").await;
+    let readers: Vec<String> = (0..8).map(|i| format!("reader{i}@news.example")).collect();
+    import_confirmed(&app, "daily", &readers).await;
+    import_confirmed(&app, "daily", &["maria.rossi@example.org".to_owned()]).await;
+    import_confirmed(&app, "weekly", &["maria.rossi@example.org".to_owned()]).await;
+    let page = browser.session(viewport).await;
+    page.goto(&app.url("/admin/login")).await;
+    page.fill("input[name=token]", ADMIN_TOKEN).await;
+    page.click("form[action='/admin/login'] button[type=submit]").await;
+    page.wait_for_path("/admin").await;
+
+    page.click("nav a[href='/admin/subscribers']").await;
+    page.wait_for_path("/admin/subscribers").await;
+    page.fill("#q", "@example.org").await;
+    page.click("form.search button[type=submit]").await;
+    page.wait_until("location.search.includes('q=')", "the search").await;
+    let results = page.text("table.readers tbody").await;
+    assert!(results.contains("maria.rossi@example.org") && !results.contains("reader0"), "{results}");
+    page.shot("search").await;
+    page.assert_no_sideways_scroll("the search results").await;
+
+    page.click("table.readers a[href^='/admin/subscribers/']").await;
+    page.wait_for_text("Weekly Explainer").await;
+    page.wait_for_text("test fixture").await;
+    page.shot("reader").await;
+    page.assert_no_sideways_scroll("a reader's page").await;
+
+    page.click("a[href$='/unsubscribe?list=weekly']").await;
+    page.wait_for_text("Unsubscribe maria.rossi@example.org from Weekly Explainer?").await;
+    page.shot("unsubscribe-confirm").await;
+    page.click("form[action$='/unsubscribe'] button[type=submit]").await;
+    page.wait_for_text("Unsubscribed: mail queued for that list was cancelled.").await;
+    page.shot("unsubscribed").await;
+    let statuses = app.subscribers("weekly").await;
+    assert_eq!(statuses, [("maria.rossi@example.org".to_owned(), "unsubscribed".to_owned())]);
+    page.close().await;
+}
