@@ -47,7 +47,7 @@ pub async fn import(
             ImportError::ConsentRequired.to_string(),
         ));
     }
-    let file = spool(body).await?;
+    let file = spool_body(body).await?;
     let report = crate::import::import_file(&state.store, &state.config, &list, file.path(), &options).await;
     match report {
         Ok(report) => {
@@ -77,11 +77,19 @@ pub async fn import(
 }
 
 /// Streams the body to a temporary file, refusing more than `IMPORT_LIMIT` bytes.
-async fn spool(body: Body) -> Result<tempfile::NamedTempFile, ApiError> {
+async fn spool_body(body: Body) -> Result<tempfile::NamedTempFile, ApiError> {
+    spool(body.into_data_stream()).await
+}
+
+/// Streams chunks (a request body, or one part of a form) to a temporary file, refusing more
+/// than `IMPORT_LIMIT` bytes.
+pub(super) async fn spool<E>(
+    stream: impl futures_util::Stream<Item = Result<axum::body::Bytes, E>>,
+) -> Result<tempfile::NamedTempFile, ApiError> {
     use futures_util::StreamExt;
     let file = tempfile::NamedTempFile::new().map_err(ApiError::internal)?;
     let mut out = tokio::fs::File::create(file.path()).await.map_err(ApiError::internal)?;
-    let mut stream = body.into_data_stream();
+    let mut stream = std::pin::pin!(stream);
     let mut total = 0u64;
     while let Some(chunk) = stream.next().await {
         let chunk =

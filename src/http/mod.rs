@@ -168,6 +168,7 @@ pub fn router(state: AppState) -> Router {
             "/admin/digests/{id}/cancel",
             get(dashboard::cancel_form).post(dashboard::cancel),
         )
+        .route("/admin/import", get(dashboard::import_form))
         .route("/admin/{*rest}", get(not_found).post(not_found))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
@@ -178,7 +179,18 @@ pub fn router(state: AppState) -> Router {
             get(dashboard::login_form).merge(post(dashboard::login).route_layer(limited)),
         )
         .layer(DefaultBodyLimit::max(extract::PUBLIC_BODY_LIMIT))
-        .layer(timeout.clone());
+        .layer(timeout.clone())
+        // An upload of up to 1 GiB streams for as long as the operator's link needs, like the
+        // API's import: no body limit here, no timeout.
+        .route(
+            "/admin/import",
+            post(dashboard::import)
+                .layer(DefaultBodyLimit::disable())
+                .route_layer(middleware::from_fn_with_state(
+                    state.clone(),
+                    dashboard::require_session,
+                )),
+        );
 
     let api = Router::new()
         .route("/lists", get(admin::lists).post(admin::create_list))

@@ -292,7 +292,10 @@ async fn finding_a_reader(viewport: Viewport) {
     page.click("form.search button[type=submit]").await;
     page.wait_until("location.search.includes('q=')", "the search").await;
     let results = page.text("table.readers tbody").await;
-    assert!(results.contains("maria.rossi@example.org") && !results.contains("reader0"), "{results}");
+    assert!(
+        results.contains("maria.rossi@example.org") && !results.contains("reader0"),
+        "{results}"
+    );
     page.shot("search").await;
     page.assert_no_sideways_scroll("the search results").await;
 
@@ -303,12 +306,17 @@ async fn finding_a_reader(viewport: Viewport) {
     page.assert_no_sideways_scroll("a reader's page").await;
 
     page.click("a[href$='/unsubscribe?list=weekly']").await;
-    page.wait_for_text("Unsubscribe maria.rossi@example.org from Weekly Explainer?").await;
+    page.wait_for_text("Unsubscribe maria.rossi@example.org from Weekly Explainer?")
+        .await;
     page.shot("unsubscribe-confirm").await;
     page.click("form[action$='/unsubscribe'] button[type=submit]").await;
-    page.wait_for_text("Unsubscribed: mail queued for that list was cancelled.").await;
+    page.wait_for_text("Unsubscribed: mail queued for that list was cancelled.")
+        .await;
     page.shot("unsubscribed").await;
     let statuses = app.subscribers("weekly").await;
-    assert_eq!(statuses, [("maria.rossi@example.org".to_owned(), "unsubscribed".to_owned())]);
+    assert_eq!(
+        statuses,
+        [("maria.rossi@example.org".to_owned(), "unsubscribed".to_owned())]
+    );
     page.close().await;
 }

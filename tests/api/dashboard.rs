@@ -19,6 +19,7 @@ on_both_backends!(
     a_digest_page_shows_failures_and_cancels,
     finished_days_are_counted_once,
     an_operator_finds_a_reader_and_acts_on_them,
+    an_operator_imports_a_csv_from_the_dashboard,
 );
 
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
@@ -838,4 +839,92 @@ async fn an_operator_finds_a_reader_and_acts_on_them(backend: Backend) {
     assert!(page(&app, &reader, &cookie).await.contains("Suppressed since"));
     assert_eq!(get_with(&app, "/admin/subscribers/999999", &cookie).await.status(), 404);
     assert_eq!(get_with(&app, &format!("{reader}/delete"), &cookie).await.status(), 404);
+}
+
+/// The import form, as a browser sends it (multipart, the file last).
+async fn upload(app: &TestApp, cookie: &str, csrf: &str, csv: &str, extra: &[(&str, &str)]) -> Response {
+    let mut form = reqwest::multipart::Form::new().text("csrf", csrf.to_owned());
+    for (k, v) in extra {
+        form = form.text(k.to_string(), v.to_string());
+    }
+    let file = reqwest::multipart::Part::bytes(csv.as_bytes().to_vec())
+        .file_name("readers.csv")
+        .mime_str("text/csv")
+        .unwrap();
+    app.client
+        .post(app.url("/admin/import"))
+        .header("cookie", cookie)
+        .multipart(form.part("file", file))
+        .send()
+        .await
+        .unwrap()
+}
+
+/// A file with an error imports nothing and shows the line; with "skip invalid rows" the rest
+/// goes in. Without the CSRF token, nothing is read.
+async fn an_operator_imports_a_csv_from_the_dashboard(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    app.create_list("daily", "Daily Briefing").await;
+    let (cookie, csrf) = signed_in(&app).await;
+    let form = page(&app, "/admin/import", &cookie).await;
+    assert!(form.contains(r#"enctype="multipart/form-data""#) && form.contains("Daily Briefing"));
+    let csv = "email,name\nann@news.example,Ann\nnot-an-address,Bob\ncarl@news.example,Carl\n";
+    let confirmed = [("list", "daily"), ("mode", "confirmed"), ("consent", "Book fair 2026")];
+
+    assert_eq!(
+        upload(&app, &cookie, "0123456789abcdef0123456789abcdef", csv, &confirmed)
+            .await
+            .status(),
+        403
+    );
+    let r = upload(&app, &cookie, &csrf, csv, &confirmed).await;
+    assert_eq!(r.status(), 422);
+    let body = r.text().await.unwrap();
+    assert!(body.contains("nothing was imported"), "{body}");
+    assert!(
+        body.contains(r#"<tr><th scope="row">3</th>"#),
+        "the bad row's line: {body}"
+    );
+    assert!(body.contains("Book fair 2026"), "the form comes back as it was");
+    assert!(app.subscribers("daily").await.is_empty());
+
+    // A confirmed import needs its consent record.
+    let r = upload(&app, &cookie, &csrf, csv, &[("list", "daily"), ("mode", "confirmed")]).await;
+    assert_eq!(r.status(), 422);
+    assert!(r.text().await.unwrap().contains("consent"));
+
+    let mut skipping = confirmed.to_vec();
+    skipping.push(("skip_invalid", "on"));
+    let r = upload(&app, &cookie, &csrf, csv, &skipping).await;
+    assert_eq!(r.status(), 200);
+    let body = r.text().await.unwrap();
+    assert!(body.contains("Imported 2 of 3 rows into Daily Briefing"), "{body}");
+    assert!(body.contains(r#"<tr><th scope="row">3</th>"#), "still reported: {body}");
+    let mut readers = app.subscribers("daily").await;
+    readers.sort();
+    assert_eq!(
+        readers,
+        [
+            ("ann@news.example".to_owned(), "confirmed".to_owned()),
+            ("carl@news.example".to_owned(), "confirmed".to_owned())
+        ]
+    );
+
+    // With double opt-in, each new address gets a confirmation email.
+    let r = upload(
+        &app,
+        &cookie,
+        &csrf,
+        "email\ndora@news.example\n",
+        &[("list", "daily"), ("mode", "opt_in")],
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let mail = app.smtp.wait_for(|m| m.to() == ["dora@news.example"], MAIL_WAIT).await;
+    assert!(
+        mail.text_body().contains("/subscriptions/confirm"),
+        "a confirmation email"
+    );
 }

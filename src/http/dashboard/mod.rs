@@ -2,11 +2,13 @@
 //! send the bearer token), a CSRF token per session on every form, and the pages.
 
 mod digest;
+mod import;
 mod list;
 mod overview;
 mod readers;
 
 pub use digest::{cancel, cancel_form, digest_page, progress};
+pub use import::{import, import_form};
 pub use list::{
     add_feed, export, list_page, poll_feed, preview, remove_feed, remove_schedule, send, send_form, send_test,
     set_schedule,
