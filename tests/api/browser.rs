@@ -320,3 +320,65 @@ async fn finding_a_reader(viewport: Viewport) {
     );
     page.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn importing_a_csv_on_a_phone() {
+    importing_a_csv(Viewport::Phone).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn importing_a_csv_on_a_desktop() {
+    importing_a_csv(Viewport::Desktop).await
+}
+
+/// Import a CSV with an error: the report names its line and nothing goes in; again with "skip
+/// invalid rows": the rest goes in.
+async fn importing_a_csv(viewport: Viewport) {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let app = TestApp::spawn(Backend::Sqlite).await.expect("the app on SQLite");
+    app.create_list("daily", "Daily Briefing").await;
+    let dir = tempfile::tempdir().expect("a directory");
+    let csv = dir.path().join("readers.csv");
+    std::fs::write(
+        &csv,
+        "email,name\nann@news.example,Ann\nnot-an-address,Bob\ncarl@news.example,Carl\n",
+    )
+    .expect("the CSV");
+    let csv = csv.to_str().expect("a UTF-8 path");
+    let page = browser.session(viewport).await;
+    page.goto(&app.url("/admin/login")).await;
+    page.fill("input[name=token]", ADMIN_TOKEN).await;
+    page.click("form[action='/admin/login'] button[type=submit]").await;
+    page.wait_for_path("/admin").await;
+
+    page.click("nav a[href='/admin/import']").await;
+    page.wait_for_path("/admin/import").await;
+    page.wait_for("#file")
+        .await
+        .send_keys(csv)
+        .await
+        .expect("choosing the file");
+    page.fill("#consent", "Signed up at the book fair").await;
+    page.shot("import-form").await;
+    page.assert_no_sideways_scroll("the import form").await;
+    page.click("form[action='/admin/import'] button[type=submit]").await;
+    page.wait_for_text("nothing was imported").await;
+    assert!(page.text("#report table").await.contains("3"), "the bad row's line");
+    page.shot("import-report").await;
+    page.assert_no_sideways_scroll("the import report").await;
+    assert!(app.subscribers("daily").await.is_empty());
+
+    page.wait_for("#file")
+        .await
+        .send_keys(csv)
+        .await
+        .expect("choosing the file again");
+    page.click("input[name=skip_invalid]").await;
+    page.click("form[action='/admin/import'] button[type=submit]").await;
+    page.wait_for_text("Imported 2 of 3 rows into Daily Briefing").await;
+    page.shot("imported").await;
+    assert_eq!(app.subscribers("daily").await.len(), 2);
+    page.close().await;
+}
