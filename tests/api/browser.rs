@@ -76,6 +76,14 @@ async fn running_a_newsletter_on_a_desktop() {
     running_a_newsletter(Viewport::Desktop).await
 }
 
+/// Signs in with the admin token: the overview.
+async fn sign_in(page: &Session, app: &TestApp) {
+    page.goto(&app.url("/admin/login")).await;
+    page.fill("input[name=token]", ADMIN_TOKEN).await;
+    page.click("form[action='/admin/login'] button[type=submit]").await;
+    page.wait_for_path("/admin").await;
+}
+
 /// Scrolls the element into view, then takes the screenshot.
 async fn shot_at(page: &Session, selector: &str, name: &str) {
     page.js(
@@ -107,10 +115,7 @@ async fn running_a_newsletter(viewport: Viewport) {
     let page = browser.session(viewport).await;
 
     // Sign in: the lists and a chart.
-    page.goto(&app.url("/admin/login")).await;
-    page.fill("input[name=token]", ADMIN_TOKEN).await;
-    page.click("form[action='/admin/login'] button[type=submit]").await;
-    page.wait_for_path("/admin").await;
+    sign_in(&page, &app).await;
     assert!(page.text("table.counts tbody").await.contains("Daily Briefing"));
     page.wait_for("svg.chart title").await;
     page.shot("overview").await;
@@ -281,10 +286,7 @@ async fn finding_a_reader(viewport: Viewport) {
     import_confirmed(&app, "daily", &["maria.rossi@example.org".to_owned()]).await;
     import_confirmed(&app, "weekly", &["maria.rossi@example.org".to_owned()]).await;
     let page = browser.session(viewport).await;
-    page.goto(&app.url("/admin/login")).await;
-    page.fill("input[name=token]", ADMIN_TOKEN).await;
-    page.click("form[action='/admin/login'] button[type=submit]").await;
-    page.wait_for_path("/admin").await;
+    sign_in(&page, &app).await;
 
     page.click("nav a[href='/admin/subscribers']").await;
     page.wait_for_path("/admin/subscribers").await;
@@ -348,10 +350,7 @@ async fn importing_a_csv(viewport: Viewport) {
     .expect("the CSV");
     let csv = csv.to_str().expect("a UTF-8 path");
     let page = browser.session(viewport).await;
-    page.goto(&app.url("/admin/login")).await;
-    page.fill("input[name=token]", ADMIN_TOKEN).await;
-    page.click("form[action='/admin/login'] button[type=submit]").await;
-    page.wait_for_path("/admin").await;
+    sign_in(&page, &app).await;
 
     page.click("nav a[href='/admin/import']").await;
     page.wait_for_path("/admin/import").await;

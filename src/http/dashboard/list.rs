@@ -79,14 +79,7 @@ pub async fn list_page(
     let list = find_list(&state, &slug).await?;
     let now = crate::store::now();
     let tz = state.config.timezone;
-    let counts = state
-        .store
-        .lists_with_counts()
-        .await?
-        .into_iter()
-        .find(|(l, _)| l.id == list.id)
-        .map(|(_, c)| c)
-        .unwrap_or_default();
+    let counts = state.store.list_counts(list.id).await?;
     let day = state
         .store
         .last_day_activity(now)
