@@ -118,14 +118,17 @@ fn web_url(state: &AppState, d: &ArchivedDigest) -> String {
     crate::digest::web_url(&state.config, &d.public_id)
 }
 
-/// `GET /lists/{slug}/archive?page=N`: 20 sent digests per page, newest first.
-pub async fn page(
-    State(state): State<AppState>,
-    Path(slug): Path<String>,
-    RawQuery(query): RawQuery,
-) -> Result<Response, ApiError> {
-    let list = archived_list(&state, &slug).await?;
-    let page = match query_param(query.as_deref(), "page").as_deref() {
+/// `GET /lists/{slug}/archive?page=N`: 20 sent digests per page, newest first. A page: its
+/// errors are pages too.
+pub async fn page(State(state): State<AppState>, Path(slug): Path<String>, RawQuery(query): RawQuery) -> Response {
+    archive_page(&state, &slug, query.as_deref())
+        .await
+        .unwrap_or_else(ApiError::into_html)
+}
+
+async fn archive_page(state: &AppState, slug: &str, query: Option<&str>) -> Result<Response, ApiError> {
+    let list = archived_list(state, slug).await?;
+    let page = match query_param(query, "page").as_deref() {
         None | Some("") => 1,
         Some(p) => p
             .parse::<i64>()
@@ -144,7 +147,7 @@ pub async fn page(
     let entries: Vec<Entry> = digests
         .iter()
         .map(|d| Entry {
-            url: web_url(&state, d),
+            url: web_url(state, d),
             subject: d.subject.clone(),
             date: d.sent_at.with_timezone(&tz).format("%-d %B %Y, %H:%M").to_string(),
         })

@@ -329,7 +329,12 @@ async fn the_archive_lists_sent_digests_when_it_is_on(backend: Backend) {
         .collect();
     assert_eq!(older.len(), 1);
     assert!(!web.contains(&&older[0]), "newest first, no repeats");
-    assert_eq!(app.get("/lists/daily/archive?page=0").await.status(), 422);
+    let bad = app.get("/lists/daily/archive?page=0").await;
+    assert_eq!(bad.status(), 422);
+    assert!(
+        bad.headers()["content-type"].to_str().unwrap().starts_with("text/html"),
+        "a page's error is a page"
+    );
     // Each entry opens its web version.
     let page = app.client.get(web[0]).send().await.unwrap();
     assert_eq!(page.status(), 200);
