@@ -55,7 +55,7 @@ impl Store {
 
                 let mut subscribe = QueryBuilder::new(
                     "INSERT INTO subscriptions (list_id, subscriber_id, status, created_at, consent_at, consent_note,
-                                                confirmed_at) ",
+                                                confirmed_at, changed_at, status_at_day_start) ",
                 );
                 subscribe.push_values(&ids, |mut b, id| {
                     b.push_bind(list_id)
@@ -64,13 +64,16 @@ impl Store {
                         .push_bind(now)
                         .push_bind(now)
                         .push_bind(consent)
-                        .push_bind(now);
+                        .push_bind(now)
+                        .push_bind(now)
+                        .push_bind("none");
                 });
-                subscribe.push(
+                subscribe.push(format!(
                     " ON CONFLICT (list_id, subscriber_id) DO UPDATE SET status = 'confirmed',
-                      confirmed_at = excluded.confirmed_at, consent_note = excluded.consent_note
+                      confirmed_at = excluded.confirmed_at, consent_note = excluded.consent_note, {}
                       WHERE subscriptions.status = 'pending'",
-                );
+                    d.track_change("subscriptions.", "excluded.changed_at")
+                ));
                 imported += subscribe.build().execute(&mut *tx).await?.rows_affected();
             }
             tx.commit().await?;
@@ -106,16 +109,18 @@ async fn import_confirmed_postgres(
     .bind(now)
     .execute(&mut *tx)
     .await?;
-    let imported = sqlx::query(
-        "INSERT INTO subscriptions (list_id, subscriber_id, status, created_at, consent_at, consent_note, confirmed_at)
-         SELECT $1, s.id, 'confirmed', $3, $3, $4, $3 FROM subscribers s
+    let imported = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO subscriptions (list_id, subscriber_id, status, created_at, consent_at, consent_note, confirmed_at,
+                                    changed_at, status_at_day_start)
+         SELECT $1, s.id, 'confirmed', $3, $3, $4, $3, $3, 'none' FROM subscribers s
          WHERE s.email_key = ANY($2)
            AND NOT EXISTS (SELECT 1 FROM suppressions x WHERE x.email_key = s.email_key)
          ORDER BY s.id
          ON CONFLICT (list_id, subscriber_id) DO UPDATE SET status = 'confirmed',
-            confirmed_at = excluded.confirmed_at, consent_note = excluded.consent_note
+            confirmed_at = excluded.confirmed_at, consent_note = excluded.consent_note, {}
          WHERE subscriptions.status = 'pending'",
-    )
+        super::POSTGRES.track_change("subscriptions.", "excluded.changed_at")
+    )))
     .bind(list_id)
     .bind(&keys)
     .bind(now)

@@ -76,49 +76,28 @@ impl Store {
         })
     }
 
-    /// Every list with its subscription counts per state, in one query.
+    /// Every list with its subscription counts per state (see `counts_by_list`).
     pub async fn lists_with_counts(&self) -> Result<Vec<(List, ListCounts)>> {
-        #[derive(sqlx::FromRow)]
-        struct Row {
-            #[sqlx(flatten)]
-            list: List,
-            #[sqlx(flatten)]
-            counts: ListCounts,
-        }
-        on_pool!(self, |pool, _d| {
-            let rows = sqlx::query_as::<_, Row>(
-                // Counted on the (list_id, status) index alone, then joined to the lists: a join
-                // first would carry every subscription row through it (three times slower on
-                // PostgreSQL at a million).
-                "SELECT l.id, l.slug, l.name, l.description, l.created_at,
-                        COALESCE(c.pending, 0) AS pending, COALESCE(c.confirmed, 0) AS confirmed,
-                        COALESCE(c.unsubscribed, 0) AS unsubscribed
-                 FROM lists l LEFT JOIN (
-                     SELECT list_id, COUNT(*) FILTER (WHERE status = 'pending') AS pending,
-                            COUNT(*) FILTER (WHERE status = 'confirmed') AS confirmed,
-                            COUNT(*) FILTER (WHERE status = 'unsubscribed') AS unsubscribed
-                     FROM subscriptions GROUP BY list_id) c ON c.list_id = l.id
-                 ORDER BY l.id",
-            )
-            .fetch_all(pool)
-            .await?;
-            Ok(rows.into_iter().map(|r| (r.list, r.counts)).collect())
-        })
+        let counts = self.counts_by_list(super::now()).await?;
+        Ok(self
+            .lists()
+            .await?
+            .into_iter()
+            .map(|l| {
+                let c = counts.get(&l.id).copied().unwrap_or_default();
+                (l, c)
+            })
+            .collect())
     }
 
-    /// One list's subscription counts per state (the same counting as `lists_with_counts`).
+    /// One list's subscription counts per state.
     pub async fn list_counts(&self, list_id: i64) -> Result<ListCounts> {
-        on_pool!(self, |pool, _d| {
-            Ok(sqlx::query_as::<_, ListCounts>(
-                "SELECT COUNT(*) FILTER (WHERE status = 'pending') AS pending,
-                        COUNT(*) FILTER (WHERE status = 'confirmed') AS confirmed,
-                        COUNT(*) FILTER (WHERE status = 'unsubscribed') AS unsubscribed
-                 FROM subscriptions WHERE list_id = $1",
-            )
-            .bind(list_id)
-            .fetch_one(pool)
-            .await?)
-        })
+        Ok(self
+            .counts_by_list(super::now())
+            .await?
+            .get(&list_id)
+            .copied()
+            .unwrap_or_default())
     }
 
     /// Whether the list's archive of sent digests is public.

@@ -3,6 +3,7 @@
 //! the difference lives in [`Dialect`], side by side.
 
 mod admin_sessions;
+mod counts;
 mod digests;
 mod export;
 mod feeds;
@@ -93,6 +94,19 @@ pub(crate) struct Dialect {
 }
 
 impl Dialect {
+    /// The `SET` items that record a subscription's status change at `new` (a time): when it
+    /// changed, and its status when that UTC day began, read from the row as it was (`old` is
+    /// the row's prefix: `subscriptions.` in an upsert, empty in an `UPDATE`). See migration 0014.
+    pub fn track_change(&self, old: &str, new: &str) -> String {
+        format!(
+            "status_at_day_start = CASE WHEN {old}changed_at IS NULL OR {} <> {} THEN {old}status
+                                        ELSE {old}status_at_day_start END,
+             changed_at = {new}",
+            (self.day)(&format!("{old}changed_at")),
+            (self.day)(new),
+        )
+    }
+
     /// The statement that leases up to `$4` rows of `table` matching `due` (where `$3` is now),
     /// whose lease is free or lapsed, to worker `$2` until `$1`. One statement, so on SQLite it
     /// is atomic without `SKIP LOCKED`.

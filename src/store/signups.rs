@@ -177,13 +177,19 @@ fn cap_rows(states: &HashMap<String, State>) -> Vec<Caps<'_>> {
     rows
 }
 
-const UPSERT_CONFLICT: &str = "ON CONFLICT (list_id, subscriber_id) DO UPDATE SET
+/// What a signup does to a subscription that exists: pending again, with the new consent.
+fn upsert_conflict(d: &super::Dialect) -> String {
+    format!(
+        "ON CONFLICT (list_id, subscriber_id) DO UPDATE SET
         status = 'pending', consent_at = excluded.consent_at,
         consent_ip = excluded.consent_ip,
         consent_user_agent = excluded.consent_user_agent,
         consent_page = excluded.consent_page,
         confirmed_at = NULL, confirm_ip = NULL, confirm_user_agent = NULL,
-        unsubscribed_at = NULL";
+        unsubscribed_at = NULL, {}",
+        d.track_change("subscriptions.", "excluded.changed_at")
+    )
+}
 
 impl Store {
     /// Records a batch of signups in one write transaction and answers each, in order. `render`
@@ -272,14 +278,15 @@ async fn postgres_batch(
         .into_iter()
         .filter(|c| !inserted.contains(&c.id))
         .collect();
+    let conflict = upsert_conflict(&super::POSTGRES);
     let mail = &plan.outbox;
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "WITH subscribed AS (
              INSERT INTO subscriptions (list_id, subscriber_id, status, created_at, consent_at, consent_ip,
-                                        consent_user_agent, consent_page)
-             SELECT l, s, 'pending', $1, $1, ip, ua, page
+                                        consent_user_agent, consent_page, changed_at, status_at_day_start)
+             SELECT l, s, 'pending', $1, $1, ip, ua, page, $1, 'none'
              FROM UNNEST($2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[]) AS t(l, s, ip, ua, page)
-             {UPSERT_CONFLICT}
+             {conflict}
              RETURNING 1),
          confirmation AS (
              INSERT INTO confirmations (subscriber_id, token_hash, created_at, expires_at, list_ids)
@@ -392,12 +399,13 @@ async fn sqlite_batch(
         .iter()
         .map(|m| json!([m.kind, m.priority, m.recipient, m.subject, m.params, m.headers_json()]))
         .collect();
+    let conflict = upsert_conflict(&super::SQLITE);
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "INSERT INTO subscriptions (list_id, subscriber_id, status, created_at, consent_at, consent_ip,
-                                    consent_user_agent, consent_page)
-         SELECT value ->> 0, value ->> 1, 'pending', $1, $1, value ->> 2, value ->> 3, value ->> 4
+                                    consent_user_agent, consent_page, changed_at, status_at_day_start)
+         SELECT value ->> 0, value ->> 1, 'pending', $1, $1, value ->> 2, value ->> 3, value ->> 4, $1, 'none'
          FROM json_each($2) WHERE true
-         {UPSERT_CONFLICT};
+         {conflict};
          INSERT INTO confirmations (subscriber_id, token_hash, created_at, expires_at, list_ids)
          SELECT value ->> 0, value ->> 1, $1, $3, value ->> 2 FROM json_each($4);
          UPDATE subscribers SET last_confirmation_at = $1,

@@ -2,6 +2,7 @@
 
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::Serialize;
+use sqlx::AssertSqlSafe;
 
 use super::{List, NewOutboxMessage, Result, Store, on_pool, on_writer};
 
@@ -143,6 +144,21 @@ impl Store {
         let cutoff = super::now() - max_age;
         on_writer!(self, |pool, d| {
             let mut tx = super::begin(pool, d.begin_write).await?;
+            // What leaves the counts (migration 0014): each row as it stood when today began.
+            sqlx::query(AssertSqlSafe(format!(
+                "INSERT INTO count_adjustments (list_id, status, delta, at)
+                 SELECT list_id, was, -COUNT(*), $2 FROM (
+                     SELECT list_id, CASE WHEN changed_at IS NOT NULL AND {} = {} THEN status_at_day_start
+                                          ELSE status END AS was
+                     FROM subscriptions WHERE status = 'pending' AND consent_at < $1) t
+                 WHERE was <> 'none' GROUP BY list_id, was",
+                (d.day)("changed_at"),
+                (d.day)("$2"),
+            )))
+            .bind(cutoff)
+            .bind(super::now())
+            .execute(&mut *tx)
+            .await?;
             let purged = sqlx::query("DELETE FROM subscriptions WHERE status = 'pending' AND consent_at < $1")
                 .bind(cutoff)
                 .execute(&mut *tx)
@@ -206,12 +222,13 @@ impl Store {
             );
             let mut newly = Vec::new();
             for list in &lists {
-                let confirmed: Option<i64> = sqlx::query_scalar(
+                let confirmed: Option<i64> = sqlx::query_scalar(AssertSqlSafe(format!(
                     "UPDATE subscriptions SET status = 'confirmed', confirmed_at = $1, confirm_ip = $2,
-                            confirm_user_agent = $3
+                            confirm_user_agent = $3, {}
                      WHERE subscriber_id = $4 AND list_id = $5 AND status = 'pending'
                      RETURNING id",
-                )
+                    d.track_change("", "$1")
+                )))
                 .bind(now)
                 .bind(origin.ip.as_deref())
                 .bind(origin.user_agent.as_deref())
@@ -295,10 +312,11 @@ impl Store {
         let now = super::now();
         on_writer!(self, |pool, d| {
             let mut tx = super::begin(pool, d.begin_write).await?;
-            sqlx::query(
-                "UPDATE subscriptions SET status = 'unsubscribed', unsubscribed_at = $1
+            sqlx::query(AssertSqlSafe(format!(
+                "UPDATE subscriptions SET status = 'unsubscribed', unsubscribed_at = $1, {}
                  WHERE id = $2 AND status <> 'unsubscribed'",
-            )
+                d.track_change("", "$1")
+            )))
             .bind(now)
             .bind(subscription_id)
             .execute(&mut *tx)

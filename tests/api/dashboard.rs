@@ -20,6 +20,7 @@ on_both_backends!(
     finished_days_are_counted_once,
     an_operator_finds_a_reader_and_acts_on_them,
     an_operator_imports_a_csv_from_the_dashboard,
+    counts_stay_exact_through_every_change,
 );
 
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
@@ -927,4 +928,82 @@ async fn an_operator_imports_a_csv_from_the_dashboard(backend: Backend) {
         mail.text_body().contains("/subscriptions/confirm"),
         "a confirmation email"
     );
+}
+
+/// The counts as the API gives them, and as a full count of the rows gives them.
+async fn counts_both_ways(app: &TestApp) -> (String, String) {
+    let lists = api_json(app, "/api/lists").await;
+    let c = &lists[0]["counts"];
+    let api = format!("{}/{}/{}", c["pending"], c["confirmed"], c["unsubscribed"]);
+    let full = app
+        .sql_strings(
+            "SELECT CAST(COUNT(*) FILTER (WHERE status = 'pending') AS TEXT) || '/' ||
+                    CAST(COUNT(*) FILTER (WHERE status = 'confirmed') AS TEXT) || '/' ||
+                    CAST(COUNT(*) FILTER (WHERE status = 'unsubscribed') AS TEXT) FROM subscriptions",
+        )
+        .await
+        .remove(0);
+    (api, full)
+}
+
+/// The counts are the day's stored start plus what changed since: through signups, imports,
+/// confirmations, unsubscribes, signing up again and the purge, they equal a full count.
+async fn counts_stay_exact_through_every_change(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    app.create_list("daily", "Daily Briefing").await;
+    import_confirmed(
+        &app,
+        "daily",
+        &["x@news.example".to_owned(), "y@news.example".to_owned()],
+    )
+    .await;
+    for email in ["a@news.example", "b@news.example", "old@news.example"] {
+        assert_eq!(app.signup_json(email, &["daily"]).await.status(), 202);
+    }
+    // As if all this happened yesterday: today's start is then what the rows hold now.
+    app.sql_exec_with(
+        "UPDATE subscriptions SET changed_at = $1, consent_at = $1 WHERE $2 = ''",
+        chrono::Utc::now() - chrono::TimeDelta::days(40),
+        "",
+    )
+    .await;
+    let (api, full) = counts_both_ways(&app).await;
+    assert_eq!((api.as_str(), full.as_str()), ("3/2/0", "3/2/0"));
+
+    // Today: a confirmation, an unsubscribe, an unsubscribed reader signing up again, a new
+    // signup, and the purge of a signup never confirmed.
+    let id_of = |email: &'static str| {
+        let app = &app;
+        async move {
+            app.sql_strings(match email {
+                "a" => "SELECT CAST(s.id AS TEXT) FROM subscriptions s JOIN subscribers r ON r.id = s.subscriber_id WHERE r.email_key = 'a@news.example'",
+                _ => "SELECT CAST(s.id AS TEXT) FROM subscriptions s JOIN subscribers r ON r.id = s.subscriber_id WHERE r.email_key = 'x@news.example'",
+            })
+            .await[0]
+                .parse::<i64>()
+                .unwrap()
+        }
+    };
+    app.store.unsubscribe(id_of("x").await).await.unwrap();
+    assert_eq!(counts_both_ways(&app).await.0, "3/1/1");
+    assert_eq!(app.signup_json("x@news.example", &["daily"]).await.status(), 202);
+    assert_eq!(app.signup_json("new@news.example", &["daily"]).await.status(), 202);
+    let (api, full) = counts_both_ways(&app).await;
+    assert_eq!((api.as_str(), full.as_str()), ("5/1/0", "5/1/0"));
+    app.store.unsubscribe(id_of("a").await).await.unwrap();
+    app.store.unsubscribe(id_of("a").await).await.unwrap();
+    let (api, full) = counts_both_ways(&app).await;
+    assert_eq!(api, full, "unsubscribing twice counts once");
+    // The purge takes the signups older than 30 days that were never confirmed (b and old).
+    let purged = app.store.purge_unconfirmed(chrono::TimeDelta::days(30)).await.unwrap();
+    assert_eq!(purged, 2);
+    let (api, full) = counts_both_ways(&app).await;
+    assert_eq!((api.as_str(), full.as_str()), ("2/1/1", "2/1/1"));
+    // The day's start is stored once, a row per list (not in a day's first ten minutes, when
+    // the counts are full counts).
+    if chrono::Utc::now().time() > chrono::NaiveTime::from_hms_opt(0, 11, 0).unwrap() {
+        assert_eq!(app.sql_strings("SELECT day FROM count_snapshots").await.len(), 1);
+    }
 }
