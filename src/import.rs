@@ -178,7 +178,9 @@ pub async fn import_file(
         Store::Postgres(_) => 2,
     };
     let mut in_flight = std::collections::VecDeque::new();
+    let erasures = crate::privacy::ErasureFilter::load(store, config).await?;
     while let Some(chunk) = rx.recv().await {
+        let chunk = erasures.keep(store, list.id, chunk).await?;
         match consent {
             Some(consent) if options.confirmed => {
                 let (store, consent, list_id) = (store.clone(), consent.to_owned(), list.id);

@@ -15,6 +15,7 @@ pub mod feeds;
 pub mod http;
 pub mod import;
 pub mod mail;
+pub mod privacy;
 pub mod schedule;
 pub mod signup;
 pub mod store;

@@ -40,7 +40,7 @@ enum Command {
         #[command(subcommand)]
         command: Option<FeedsCommand>,
     },
-    /// Import subscribers, or export them as CSV.
+    /// Import subscribers, export them as CSV, show or erase what is stored about one address.
     Subscribers {
         #[command(subcommand)]
         command: SubscribersCommand,
@@ -84,6 +84,11 @@ enum SubscribersCommand {
         #[arg(long, short)]
         output: Option<std::path::PathBuf>,
     },
+    /// Print everything stored about one address, as JSON (as `GET /api/subscribers/{email}`).
+    Show { email: String },
+    /// Erase one address everywhere (as `DELETE /api/subscribers/{email}`): what stays is a keyed
+    /// hash with the lists it had left and any suppression.
+    Erase { email: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -242,6 +247,24 @@ pub async fn run(cli: Cli) -> ExitCode {
                 Err(e) => return fail_start(e),
             };
             export::run(&store, &list, &status, output.as_deref()).await
+        }
+        Command::Subscribers {
+            command: SubscribersCommand::Show { email },
+        } => {
+            let store = match open_store(&config).await {
+                Ok(s) => s,
+                Err(e) => return fail_start(e),
+            };
+            show_subscriber(&store, &email).await
+        }
+        Command::Subscribers {
+            command: SubscribersCommand::Erase { email },
+        } => {
+            let store = match open_store(&config).await {
+                Ok(s) => s,
+                Err(e) => return fail_start(e),
+            };
+            erase_subscriber(&config, &store, &email).await
         }
         Command::Digest { command } => {
             let store = match open_store(&config).await {
@@ -460,6 +483,47 @@ async fn print_feeds(store: &Store) -> ExitCode {
         }
     }
     ExitCode::SUCCESS
+}
+
+fn address(email: &str) -> Result<crate::domain::EmailAddress, ExitCode> {
+    crate::domain::EmailAddress::parse(email).map_err(|e| fail(format_args!("{email}: {e}")))
+}
+
+async fn show_subscriber(store: &Store, email: &str) -> ExitCode {
+    let email = match address(email) {
+        Ok(e) => e,
+        Err(code) => return code,
+    };
+    match crate::privacy::data_of(store, &email).await {
+        Ok(Some(data)) => match serde_json::to_string_pretty(&data) {
+            Ok(json) => {
+                println!("{json}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(e),
+        },
+        Ok(None) => fail("nothing is stored about this address"),
+        Err(e) => fail(e),
+    }
+}
+
+async fn erase_subscriber(config: &Config, store: &Store, email: &str) -> ExitCode {
+    let email = match address(email) {
+        Ok(e) => e,
+        Err(code) => return code,
+    };
+    let secret = match crate::app::load_secret(store, config).await {
+        Ok(s) => s,
+        Err(e) => return fail_start(e),
+    };
+    match crate::privacy::erase(store, &secret, &config.outbox_dir, &email).await {
+        Ok(true) => {
+            println!("Erased {email}.");
+            ExitCode::SUCCESS
+        }
+        Ok(false) => fail("nothing is stored about this address"),
+        Err(e) => fail(e),
+    }
 }
 
 async fn import(

@@ -268,7 +268,10 @@ impl Worker {
                 }
                 if wanted.is_stale() {
                     let remaining: Vec<&Job> = rest.clone().collect();
-                    if let Err(e) = wanted.check(&self.sender.store, queue, &remaining).await {
+                    if let Err(e) = wanted
+                        .check(&self.sender.store, &self.sender.links, queue, &remaining)
+                        .await
+                    {
                         failure = Some(format!("database: {e}"));
                         break;
                     }
@@ -402,7 +405,7 @@ impl Worker {
             Job::Delivery(d) => {
                 let digest = self.digest(d.digest_id).await?;
                 let links = &self.sender.links;
-                let unsubscribe = links.unsubscribe_url(d.subscription_id);
+                let unsubscribe = links.unsubscribe_url(d.subscription_id, d.link_key);
                 self.sender
                     .composer
                     .digest_for(&digest, d.id, &d.recipient, &unsubscribe, links.namespace())
@@ -556,14 +559,22 @@ impl Wanted {
     }
 
     /// Checks `jobs` in one read; those no longer wanted are cancelled.
-    async fn check(&mut self, store: &Store, queue: Queue, jobs: &[&Job]) -> crate::store::Result<()> {
-        let keys: Vec<String> = jobs.iter().map(|j| j.recipient().to_lowercase()).collect();
+    async fn check(&mut self, store: &Store, links: &Links, queue: Queue, jobs: &[&Job]) -> crate::store::Result<()> {
+        let keys: Vec<(String, String)> = jobs
+            .iter()
+            .map(|j| {
+                let key = j.recipient().to_lowercase();
+                let erased = links.erased_key(&key);
+                (key, erased)
+            })
+            .collect();
         let claimed: Vec<Claimed<'_>> = jobs
             .iter()
             .zip(&keys)
-            .map(|(j, key)| Claimed {
+            .map(|(j, (key, erased))| Claimed {
                 id: j.id(),
                 email_key: key,
+                erased_key: erased,
                 is_confirmation: matches!(j, Job::Outbox(m) if m.kind == "confirmation"),
             })
             .collect();

@@ -2,12 +2,12 @@
 
 mod cidr;
 mod email;
+mod signed;
 mod slug;
 mod token;
-mod unsubscribe;
 
 pub use cidr::{Cidr, canonical_ip};
 pub use email::{EmailAddress, EmailError};
+pub use signed::{LinkPurpose, LinkToken, LinkTokenError, keyed_hex, sign_link};
 pub use slug::{ListSlug, SlugError};
 pub use token::{ConfirmationToken, TokenError, hex};
-pub use unsubscribe::{UnsubscribeTokenError, keyed_hex, sign_unsubscribe, verify_unsubscribe};

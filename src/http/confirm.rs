@@ -132,10 +132,15 @@ pub async fn confirm(
     };
     let outcome = state
         .store
-        .confirm(&token.hash(), &origin, |list, email, subscription_id| {
-            let url = state.links.unsubscribe_url(subscription_id);
-            crate::mail::welcome_email(email, list, subscription_id, &url, state.links.namespace())
-        })
+        .confirm(
+            &token.hash(),
+            &origin,
+            |list, email, subscription_id, link_key| {
+                let url = state.links.unsubscribe_url(subscription_id, link_key);
+                crate::mail::welcome_email(email, list, subscription_id, &url, state.links.namespace())
+            },
+            |key| state.links.erased_key(key),
+        )
         .await;
     let lists = match outcome {
         Ok(ConfirmOutcome::Confirmed { lists, newly }) => {

@@ -14,6 +14,7 @@ mod feeds;
 mod health;
 mod import;
 mod pages;
+mod privacy;
 mod schedules;
 pub mod server;
 mod subscriptions;
@@ -210,6 +211,7 @@ pub fn router(state: AppState) -> Router {
         .route("/lists/{slug}/digests/test", post(digests::test_send))
         .route("/digests/{id}", get(digests::show))
         .route("/digests/{id}/cancel", post(digests::cancel))
+        .route("/subscribers/{email}", get(privacy::show).delete(privacy::erase))
         .route("/suppressions", post(suppressions::add))
         .route(
             "/suppressions/{email}",

@@ -44,20 +44,42 @@ pub async fn add(State(state): State<AppState>, ApiJson(body): ApiJson<AddSuppre
     Ok((StatusCode::CREATED, Json(state.store.suppression(&email.key()).await?)).into_response())
 }
 
+/// The keys a suppression of `email` may be kept under: the address's, or the hash its erasure
+/// left (`privacy`).
+fn keys(state: &AppState, email: &EmailAddress) -> [String; 2] {
+    let key = email.key();
+    let erased = state.links.erased_key(&key);
+    [key, erased]
+}
+
 pub async fn show(State(state): State<AppState>, Path(email): Path<String>) -> Result<Response, ApiError> {
     let email = parse(&email, "email")?;
-    match state.store.suppression(&email.key()).await {
-        Ok(s) => Ok(Json(s).into_response()),
-        Err(StoreError::NotFound) => Err(not_suppressed()),
-        Err(e) => Err(e.into()),
+    for key in keys(&state, &email) {
+        match state.store.suppression(&key).await {
+            Ok(mut s) => {
+                email.as_str().clone_into(&mut s.email);
+                return Ok(Json(s).into_response());
+            }
+            Err(StoreError::NotFound) => {}
+            Err(e) => return Err(e.into()),
+        }
     }
+    Err(not_suppressed())
 }
 
 pub async fn remove(State(state): State<AppState>, Path(email): Path<String>) -> Result<StatusCode, ApiError> {
     let email = parse(&email, "email")?;
-    match state.store.unsuppress(&email.key()).await {
-        Ok(()) => Ok(StatusCode::NO_CONTENT),
-        Err(StoreError::NotFound) => Err(not_suppressed()),
-        Err(e) => Err(e.into()),
+    let mut removed = false;
+    for key in keys(&state, &email) {
+        match state.store.unsuppress(&key).await {
+            Ok(()) => removed = true,
+            Err(StoreError::NotFound) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if removed {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(not_suppressed())
     }
 }

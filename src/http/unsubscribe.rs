@@ -10,8 +10,8 @@ use axum::response::{IntoResponse, Response};
 use super::AppState;
 use super::error::ApiError;
 use super::extract::{Format, query_param};
-use crate::domain::UnsubscribeTokenError;
-use crate::store::SubscriptionStatus;
+use crate::domain::{LinkPurpose, LinkToken, LinkTokenError};
+use crate::store::{SubscriptionInfo, SubscriptionStatus};
 
 #[derive(Template)]
 #[template(path = "unsubscribe.html")]
@@ -21,40 +21,51 @@ struct UnsubscribePage<'a> {
     email: &'a str,
 }
 
-fn token_error(format: Format, e: UnsubscribeTokenError) -> Response {
-    let err = match e {
-        UnsubscribeTokenError::Malformed => ApiError::new(StatusCode::BAD_REQUEST, "malformed_token", e.to_string()),
-        UnsubscribeTokenError::BadSignature => ApiError::new(StatusCode::NOT_FOUND, "unknown_token", e.to_string()),
+fn token_error(e: LinkTokenError) -> ApiError {
+    match e {
+        LinkTokenError::Malformed => ApiError::new(StatusCode::BAD_REQUEST, "malformed_token", e.to_string()),
+        LinkTokenError::BadSignature => ApiError::new(StatusCode::NOT_FOUND, "unknown_token", e.to_string()),
+    }
+}
+
+/// The subscription a link names, if the link was signed for it: for the row with that id and
+/// link key, never for a row that took the id since (which answers as a forgery does).
+async fn linked(state: &AppState, raw: &str) -> Result<(i64, SubscriptionInfo), ApiError> {
+    let token = LinkToken::parse(raw).map_err(token_error)?;
+    let info = state.store.subscription_info(token.id).await?;
+    let Some(info) = info else {
+        return Err(token_error(LinkTokenError::BadSignature));
     };
-    err.for_client(format)
+    let id = state
+        .links
+        .verify(&token, LinkPurpose::Unsubscribe, info.link_key)
+        .map_err(token_error)?;
+    Ok((id, info))
 }
 
 /// `GET /unsubscribe?token=…`: a page with one button; changes nothing.
 pub async fn unsubscribe_page(State(state): State<AppState>, RawQuery(query): RawQuery) -> Response {
     let raw = query_param(query.as_deref(), "token").unwrap_or_default();
-    let id = match state.links.verify_unsubscribe(&raw) {
-        Ok(id) => id,
-        Err(e) => return token_error(Format::Html, e),
+    let info = match linked(&state, &raw).await {
+        Ok((_, info)) => info,
+        Err(e) => return e.into_html(),
     };
-    let info = match state.store.subscription_info(id).await {
-        Ok(info) => info,
-        Err(e) => return ApiError::from(e).into_html(),
-    };
-    match &info {
-        Some(info) if info.status != SubscriptionStatus::Unsubscribed => super::pages::page(
+    if info.status != SubscriptionStatus::Unsubscribed {
+        super::pages::page(
             StatusCode::OK,
             &UnsubscribePage {
                 token: &raw,
                 list: &info.list.name,
                 email: &info.email,
             },
-        ),
-        _ => super::pages::message(
+        )
+    } else {
+        super::pages::message(
             StatusCode::OK,
             "You're unsubscribed",
             "This address no longer receives this newsletter.",
             true,
-        ),
+        )
     }
 }
 
@@ -63,13 +74,11 @@ pub async fn unsubscribe_page(State(state): State<AppState>, RawQuery(query): Ra
 pub async fn unsubscribe(State(state): State<AppState>, headers: HeaderMap, RawQuery(query): RawQuery) -> Response {
     let format = Format::of(&headers);
     let raw = query_param(query.as_deref(), "token").unwrap_or_default();
-    let id = match state.links.verify_unsubscribe(&raw) {
-        Ok(id) => id,
-        Err(e) => return token_error(format, e),
-    };
     let result = async {
-        state.store.unsubscribe(id).await?;
-        Ok::<_, ApiError>(state.store.subscription_info(id).await?)
+        let (id, info) = linked(&state, &raw).await?;
+        state.store.unsubscribe_linked(id, info.link_key).await?;
+        tracing::info!(subscription = id, "unsubscribed");
+        Ok::<_, ApiError>(info)
     }
     .await;
     let info = match result {
@@ -77,17 +86,13 @@ pub async fn unsubscribe(State(state): State<AppState>, headers: HeaderMap, RawQ
         Err(e) if format == Format::Json => return e.into_response(),
         Err(e) => return e.into_html(),
     };
-    tracing::info!(subscription = id, "unsubscribed");
     match format {
         Format::Json => Json(serde_json::json!({"status": "unsubscribed"})).into_response(),
         Format::Html => {
-            let message = match &info {
-                Some(info) => format!(
-                    "You're unsubscribed from {}. You won't receive it anymore.",
-                    info.list.name
-                ),
-                None => "You're unsubscribed. You won't receive this newsletter anymore.".to_owned(),
-            };
+            let message = format!(
+                "You're unsubscribed from {}. You won't receive it anymore.",
+                info.list.name
+            );
             super::pages::message(StatusCode::OK, "You're unsubscribed", &message, true)
         }
     }

@@ -1,7 +1,7 @@
-//! Links put in emails: signed unsubscribe URLs under `BULLETIN_PUBLIC_URL`.
+//! Links put in emails: signed unsubscribe and preference URLs under `BULLETIN_PUBLIC_URL`.
 
 use crate::config::Config;
-use crate::domain::{UnsubscribeTokenError, sign_unsubscribe, verify_unsubscribe};
+use crate::domain::{LinkPurpose, LinkToken, LinkTokenError, sign_link};
 
 #[derive(Clone)]
 pub struct Links {
@@ -25,19 +25,36 @@ impl Links {
         format!("{}{path_and_query}", self.public_url)
     }
 
-    pub fn unsubscribe_url(&self, subscription_id: i64) -> String {
+    /// The one-click unsubscribe link of a subscription, signed with its link key.
+    pub fn unsubscribe_url(&self, subscription_id: i64, link_key: Option<i64>) -> String {
         self.link(&format!(
             "/unsubscribe?token={}",
-            sign_unsubscribe(&self.secret, subscription_id)
+            sign_link(&self.secret, LinkPurpose::Unsubscribe, subscription_id, link_key)
         ))
     }
 
-    pub fn verify_unsubscribe(&self, token: &str) -> Result<i64, UnsubscribeTokenError> {
-        verify_unsubscribe(&self.secret, token)
+    /// Whether `token` was signed for the row it names, whose link key is `link_key`.
+    pub fn verify(
+        &self,
+        token: &LinkToken,
+        purpose: LinkPurpose,
+        link_key: Option<i64>,
+    ) -> Result<i64, LinkTokenError> {
+        token.verify(&self.secret, purpose, link_key)
     }
 
     pub fn namespace(&self) -> &str {
         &self.namespace
+    }
+
+    /// The keyed hash an erasure leaves of an address (`privacy::erased_key`).
+    pub fn erased_key(&self, email_key: &str) -> String {
+        crate::privacy::erased_key(&self.secret, email_key)
+    }
+
+    /// The installation's key for signed links and hashes.
+    pub fn secret(&self) -> &[u8] {
+        &self.secret
     }
 
     /// An identifier derived from the secret, stable for this installation.

@@ -19,9 +19,15 @@ const FULL_COUNT: &str = "SELECT list_id, COUNT(*) FILTER (WHERE status = 'pendi
         COUNT(*) FILTER (WHERE status = 'unsubscribed') AS unsubscribed
  FROM subscriptions GROUP BY list_id";
 
-/// Rows changed since `$1`: their status now, and at the start of the day.
+/// Rows changed since `$1`: their status now, and at the start of the day. A signup's new row
+/// records no change (one index entry fewer on the signup path): those are the pending rows
+/// written since, never changed, on the pending rows' consent index.
 const CHANGES: &str = "SELECT list_id, status, COALESCE(status_at_day_start, 'none') AS was, COUNT(*) AS n
- FROM subscriptions WHERE changed_at >= $1 GROUP BY list_id, status, status_at_day_start";
+ FROM subscriptions WHERE changed_at >= $1 GROUP BY list_id, status, status_at_day_start
+ UNION ALL
+ SELECT list_id, status, 'none' AS was, COUNT(*) AS n
+ FROM subscriptions WHERE status = 'pending' AND consent_at >= $1 AND changed_at IS NULL AND created_at >= $1
+ GROUP BY list_id, status";
 
 /// Rows deleted since `$1`, by their status at the start of the day.
 const ADJUSTMENTS: &str = "SELECT list_id, status, CAST(SUM(delta) AS BIGINT) AS n FROM count_adjustments

@@ -110,6 +110,8 @@ pub struct Delivery {
     pub subscription_id: i64,
     pub recipient: String,
     pub attempts: i32,
+    /// The subscription's link key, signed into its unsubscribe link.
+    pub link_key: Option<i64>,
 }
 
 /// A delivery that failed for good.
@@ -122,9 +124,10 @@ pub struct FailedDelivery {
 }
 
 const VIEW_SELECT: &str = "SELECT d.id, l.slug AS list_slug, d.status, d.subject, d.items, d.recipients,
-        (SELECT COUNT(*) FROM deliveries x WHERE x.digest_id = d.id AND x.status = 'sent') AS sent,
-        (SELECT COUNT(*) FROM deliveries x WHERE x.digest_id = d.id AND x.status = 'failed') AS failed,
-        (SELECT COUNT(*) FROM deliveries x WHERE x.digest_id = d.id AND x.status = 'queued') AS pending,
+        COALESCE(d.sent_count, (SELECT COUNT(*) FROM deliveries x WHERE x.digest_id = d.id AND x.status = 'sent')) AS sent,
+        COALESCE(d.failed_count, (SELECT COUNT(*) FROM deliveries x WHERE x.digest_id = d.id AND x.status = 'failed')) AS failed,
+        CASE WHEN d.status = 'done' THEN 0
+             ELSE (SELECT COUNT(*) FROM deliveries x WHERE x.digest_id = d.id AND x.status = 'queued') END AS pending,
         d.created_at, d.started_at, d.finished_at
  FROM digests d JOIN lists l ON l.id = d.list_id";
 
@@ -429,7 +432,8 @@ impl Store {
                 "deliveries",
                 "status = 'queued' AND next_attempt_at <= $3",
                 "next_attempt_at, id",
-                "id, digest_id, subscription_id, recipient, attempts",
+                "id, digest_id, subscription_id, recipient, attempts,
+                 (SELECT s.link_key FROM subscriptions s WHERE s.id = deliveries.subscription_id) AS link_key",
             );
             let mut rows = sqlx::query_as::<_, Delivery>(AssertSqlSafe(sql))
                 .bind(lease_until)
@@ -455,11 +459,14 @@ impl Store {
         Ok(())
     }
 
-    /// Marks a digest done once every delivery row is written and none is left queued.
+    /// Marks a digest done once every delivery row is written and none is left queued, and
+    /// keeps its counts by outcome on its row (they do not change after this).
     pub async fn finish_digest_if_complete(&self, id: i64) -> Result<bool> {
         on_queue!(write, self, |pool, _d| {
             let done = sqlx::query(
-                "UPDATE digests SET status = 'done', finished_at = $1
+                "UPDATE digests SET status = 'done', finished_at = $1,
+                     sent_count = (SELECT COUNT(*) FROM deliveries x WHERE x.digest_id = $2 AND x.status = 'sent'),
+                     failed_count = (SELECT COUNT(*) FROM deliveries x WHERE x.digest_id = $2 AND x.status = 'failed')
                  WHERE id = $2 AND status IN ('queued', 'sending') AND enqueued = TRUE
                    AND NOT EXISTS (SELECT 1 FROM deliveries x WHERE x.digest_id = $2 AND x.status = 'queued')",
             )

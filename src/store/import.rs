@@ -28,12 +28,14 @@ impl Store {
         on_writer!(self, |pool, d| {
             let mut tx = super::begin(pool, d.begin_write).await?;
             for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-                let mut insert = QueryBuilder::new("INSERT INTO subscribers (email, email_key, name, created_at) ");
+                let mut insert =
+                    QueryBuilder::new("INSERT INTO subscribers (email, email_key, name, created_at, link_key) ");
                 insert.push_values(chunk, |mut b, row| {
                     b.push_bind(row.email.as_str())
                         .push_bind(row.email.key())
                         .push_bind(row.name.as_deref())
-                        .push_bind(now);
+                        .push_bind(now)
+                        .push(d.random_key);
                 });
                 insert.push(" ON CONFLICT (email_key) DO NOTHING");
                 insert.build().execute(&mut *tx).await?;
@@ -55,7 +57,7 @@ impl Store {
 
                 let mut subscribe = QueryBuilder::new(
                     "INSERT INTO subscriptions (list_id, subscriber_id, status, created_at, consent_at, consent_note,
-                                                confirmed_at, changed_at, status_at_day_start) ",
+                                                confirmed_at, changed_at, status_at_day_start, link_key) ",
                 );
                 subscribe.push_values(&ids, |mut b, id| {
                     b.push_bind(list_id)
@@ -66,7 +68,8 @@ impl Store {
                         .push_bind(consent)
                         .push_bind(now)
                         .push_bind(now)
-                        .push_bind("none");
+                        .push_bind("none")
+                        .push(d.random_key);
                 });
                 subscribe.push(format!(
                     " ON CONFLICT (list_id, subscriber_id) DO UPDATE SET status = 'confirmed',
@@ -94,15 +97,16 @@ async fn import_confirmed_postgres(
     let emails: Vec<&str> = rows.iter().map(|r| r.email.as_str()).collect();
     let keys: Vec<String> = rows.iter().map(|r| r.email.key()).collect();
     let names: Vec<Option<&str>> = rows.iter().map(|r| r.name.as_deref()).collect();
+    let random = super::POSTGRES.random_key;
     let mut tx = super::begin(pool, "BEGIN").await?;
-    sqlx::query(
-        "INSERT INTO subscribers (email, email_key, name, created_at)
-         SELECT e, k, n, $4 FROM UNNEST($1::text[], $2::text[], $3::text[]) AS t(e, k, n)
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO subscribers (email, email_key, name, created_at, link_key)
+         SELECT e, k, n, $4, {random} FROM UNNEST($1::text[], $2::text[], $3::text[]) AS t(e, k, n)
          -- Keys in one order: two chunks written at once that share an address wait for each
          -- other instead of deadlocking.
          ORDER BY k
-         ON CONFLICT (email_key) DO NOTHING",
-    )
+         ON CONFLICT (email_key) DO NOTHING"
+    )))
     .bind(&emails)
     .bind(&keys)
     .bind(&names)
@@ -111,8 +115,8 @@ async fn import_confirmed_postgres(
     .await?;
     let imported = sqlx::query(sqlx::AssertSqlSafe(format!(
         "INSERT INTO subscriptions (list_id, subscriber_id, status, created_at, consent_at, consent_note, confirmed_at,
-                                    changed_at, status_at_day_start)
-         SELECT $1, s.id, 'confirmed', $3, $3, $4, $3, $3, 'none' FROM subscribers s
+                                    changed_at, status_at_day_start, link_key)
+         SELECT $1, s.id, 'confirmed', $3, $3, $4, $3, $3, 'none', {random} FROM subscribers s
          WHERE s.email_key = ANY($2)
            AND NOT EXISTS (SELECT 1 FROM suppressions x WHERE x.email_key = s.email_key)
          ORDER BY s.id

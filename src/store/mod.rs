@@ -10,6 +10,7 @@ mod feeds;
 mod import;
 mod lists;
 pub mod outbox;
+mod privacy;
 mod readers;
 mod schedules;
 mod settings;
@@ -28,6 +29,7 @@ pub use feeds::{Feed, IngestCounts, NewItem, PollValidators};
 pub use import::ImportRow;
 pub use lists::{List, ListChange, ListCounts, NewList};
 pub use outbox::{Claimed, NewOutboxMessage, OutboxMessage, Queue};
+pub use privacy::{Erased, ErasureRecord, PendingConfirmation, SubscriberData};
 pub use readers::{Reader, ReaderDelivery, ReaderPage, ReaderQuery, ReaderRow, ReaderSearch, ReaderSubscription};
 pub use schedules::{ClaimedRun, NewSchedule, ScheduleRow, ScheduleRun, SlotClaim};
 pub use signups::{NewSignup, SignupOutcome, SignupRules};
@@ -91,19 +93,33 @@ pub(crate) struct Dialect {
     pub json_values: fn(param: &str) -> String,
     /// The UTC day of a time column, as `YYYY-MM-DD` text.
     pub day: fn(column: &str) -> String,
+    /// A random 64-bit integer per row: the link key of a new subscriber or subscription
+    /// (migration 0016). It only has to differ from a deleted row's; the signature is the secret.
+    pub random_key: &'static str,
 }
 
 impl Dialect {
+    /// A subscription's status when the UTC day `day` (an SQL expression of that day's
+    /// `YYYY-MM-DD`) began, from the row as it is (`row` is its prefix, e.g. `subscriptions.`):
+    /// its recorded one when it changed that day, 'none' when it was written that day and never
+    /// changed (a new signup records no change: see migration 0014 and `counts`), else its status.
+    pub fn status_at_start_of(&self, row: &str, day: &str) -> String {
+        format!(
+            "CASE WHEN {row}changed_at IS NOT NULL AND {} = {day} THEN {row}status_at_day_start
+                  WHEN {row}changed_at IS NULL AND {} = {day} THEN 'none'
+                  ELSE {row}status END",
+            (self.day)(&format!("{row}changed_at")),
+            (self.day)(&format!("{row}created_at")),
+        )
+    }
+
     /// The `SET` items that record a subscription's status change at `new` (a time): when it
     /// changed, and its status when that UTC day began, read from the row as it was (`old` is
     /// the row's prefix: `subscriptions.` in an upsert, empty in an `UPDATE`). See migration 0014.
     pub fn track_change(&self, old: &str, new: &str) -> String {
         format!(
-            "status_at_day_start = CASE WHEN {old}changed_at IS NULL OR {} <> {} THEN {old}status
-                                        ELSE {old}status_at_day_start END,
-             changed_at = {new}",
-            (self.day)(&format!("{old}changed_at")),
-            (self.day)(new),
+            "status_at_day_start = {}, changed_at = {new}",
+            self.status_at_start_of(old, &(self.day)(new)),
         )
     }
 
@@ -129,6 +145,7 @@ pub(crate) const SQLITE: Dialect = Dialect {
     json_values: |param| format!("json_each({param}) AS t"),
     // Times are stored as RFC 3339 UTC text: the day is its first ten characters.
     day: |column| format!("substr({column}, 1, 10)"),
+    random_key: "random()",
 };
 
 pub(crate) const POSTGRES: Dialect = Dialect {
@@ -138,6 +155,7 @@ pub(crate) const POSTGRES: Dialect = Dialect {
     json_rows: |param| format!("json_array_elements({param}::json) AS t(value)"),
     json_values: |param| format!("json_array_elements_text({param}::json) AS t(value)"),
     day: |column| format!("to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD')"),
+    random_key: "CAST(floor((random() - 0.5) * 1.8e19) AS BIGINT)",
 };
 
 /// Runs `$body` with `$pool` bound to the backing pool and `$d` to its [`Dialect`]. The body is
@@ -219,6 +237,20 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 
 /// Copies committed WAL frames into the database file without blocking the writer or readers
 /// (`PASSIVE`), until the store is closed.
+impl Store {
+    /// SQLite: checkpoints the whole WAL into the database file and empties it (waiting for
+    /// readers up to the busy timeout), so that pages as they were before a write are nowhere
+    /// on disk. PostgreSQL: nothing.
+    pub async fn checkpoint_truncate(&self) -> Result<()> {
+        if let Store::Sqlite(db) = self {
+            sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                .execute(&db.checkpoint)
+                .await?;
+        }
+        Ok(())
+    }
+}
+
 async fn checkpoint_loop(pool: SqlitePool) {
     while !pool.is_closed() {
         tokio::time::sleep(CHECKPOINT_EVERY).await;
@@ -267,7 +299,11 @@ impl Store {
                 .pragma("journal_size_limit", (64 * 1024 * 1024).to_string())
                 // Statement journals (an upsert of many rows keeps one, to undo itself alone)
                 // in memory rather than in temporary files.
-                .pragma("temp_store", "memory");
+                .pragma("temp_store", "memory")
+                // Deleted and rewritten rows are zeroed in the file, free pages included: an
+                // erased address leaves no bytes behind (an outbox row loses its body when sent,
+                // and the old copy would otherwise stay in a free page).
+                .pragma("secure_delete", "on");
             let write = SqlitePoolOptions::new()
                 .max_connections(1)
                 .acquire_timeout(Duration::from_secs(10))

@@ -165,6 +165,8 @@ impl Queue {
 pub struct Claimed<'a> {
     pub id: i64,
     pub email_key: &'a str,
+    /// The hashed key an erasure of the address left (a suppression may be kept under it).
+    pub erased_key: &'a str,
     pub is_confirmation: bool,
 }
 
@@ -228,7 +230,7 @@ impl Store {
         }
         let rows: Vec<serde_json::Value> = claimed
             .iter()
-            .map(|c| serde_json::json!([c.id, c.email_key, i32::from(c.is_confirmation)]))
+            .map(|c| serde_json::json!([c.id, c.email_key, i32::from(c.is_confirmation), c.erased_key]))
             .collect();
         let wanted_by_list = match queue {
             Queue::Outbox => {
@@ -244,7 +246,7 @@ impl Store {
             let sql = format!(
                 "SELECT q.id FROM {rows} JOIN {table} q ON q.id = CAST(t.value ->> 0 AS BIGINT)
                  WHERE q.status = 'queued' AND {wanted_by_list}
-                   AND NOT EXISTS (SELECT 1 FROM suppressions x WHERE x.email_key = t.value ->> 1
+                   AND NOT EXISTS (SELECT 1 FROM suppressions x WHERE x.email_key IN (t.value ->> 1, t.value ->> 3)
                                    AND (x.reason <> 'bounce' OR CAST(t.value ->> 2 AS INTEGER) = 0))",
                 rows = (d.json_rows)("$1"),
                 table = queue.table(),

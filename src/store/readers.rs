@@ -109,9 +109,10 @@ impl Store {
     pub async fn search_readers(&self, query: &ReaderQuery) -> Result<ReaderPage> {
         let limit = query.limit.clamp(1, 500);
         let rows: Vec<ReaderRow> = on_pool!(self, |pool, _d| {
-            let (collate, domain) = match self {
-                Store::Sqlite(_) => ("", "substr(sub.email_key, instr(sub.email_key, '@') + 1)"),
-                Store::Postgres(_) => (" COLLATE \"C\"", "split_part(sub.email_key, '@', 2)"),
+            // Addresses compare as bytes on both (PostgreSQL: migration 0017).
+            let domain = match self {
+                Store::Sqlite(_) => "substr(sub.email_key, instr(sub.email_key, '@') + 1)",
+                Store::Postgres(_) => "split_part(sub.email_key, '@', 2)",
             };
             let mut binds: Vec<Bind> = Vec::new();
             let mut wheres: Vec<String> = Vec::new();
@@ -139,14 +140,12 @@ impl Store {
                         ReaderSearch::Prefix(prefix) => {
                             let lo = param(Bind::Text(prefix.clone()), &mut binds);
                             let hi = param(Bind::Text(format!("{prefix}\u{10FFFF}")), &mut binds);
-                            wheres.push(format!(
-                                "sub.email_key{collate} >= {lo}{collate} AND sub.email_key{collate} < {hi}{collate}"
-                            ));
+                            wheres.push(format!("sub.email_key >= {lo} AND sub.email_key < {hi}"));
                             if let Some(after) = &query.after {
                                 let a = param(Bind::Text(after.clone()), &mut binds);
-                                wheres.push(format!("sub.email_key{collate} > {a}{collate}"));
+                                wheres.push(format!("sub.email_key > {a}"));
                             }
-                            ("sub.email_key", format!("sub.email_key{collate}"))
+                            ("sub.email_key", "sub.email_key".to_owned())
                         }
                         ReaderSearch::Domain(domain_name) => {
                             let v = param(Bind::Text(domain_name.clone()), &mut binds);

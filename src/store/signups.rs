@@ -187,7 +187,7 @@ fn upsert_conflict(d: &super::Dialect) -> String {
         consent_page = excluded.consent_page,
         confirmed_at = NULL, confirm_ip = NULL, confirm_user_agent = NULL,
         unsubscribed_at = NULL, {}",
-        d.track_change("subscriptions.", "excluded.changed_at")
+        d.track_change("subscriptions.", "excluded.consent_at")
     )
 }
 
@@ -229,21 +229,23 @@ async fn postgres_batch(
     let mut tx = super::begin(pool, "BEGIN").await?;
     // A new subscriber is inserted with the caps of its first confirmation (every new address's
     // first signup queues one): no second write of the row. Existing ones keep theirs here.
-    let rows: Vec<Row> = sqlx::query_as(
+    let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "WITH s AS (
              INSERT INTO subscribers (email, email_key, created_at, last_confirmation_at,
-                                      confirmations_day_start, confirmations_day_count)
-             SELECT e, k, $3, $3, $3, 1 FROM UNNEST($1::text[], $2::text[]) AS t(e, k)
+                                      confirmations_day_start, confirmations_day_count, link_key)
+             SELECT e, k, $3, $3, $3, 1, {}
+             FROM UNNEST($1::text[], $2::text[]) AS t(e, k)
              ON CONFLICT (email_key) DO UPDATE SET email_key = excluded.email_key
              RETURNING id, email_key, last_confirmation_at, confirmations_day_start, confirmations_day_count,
                        xmax = 0 AS inserted)
          -- A subscriber inserted just now has no subscriptions: only the others are looked up.
          SELECT s.id, s.email_key, s.last_confirmation_at, s.confirmations_day_start, s.confirmations_day_count,
-                s.inserted, CASE WHEN s.inserted THEN '{}'::bigint[]
+                s.inserted, CASE WHEN s.inserted THEN '{{}}'::bigint[]
                      ELSE ARRAY(SELECT x.list_id FROM subscriptions x
                                 WHERE x.subscriber_id = s.id AND x.status = 'confirmed') END AS confirmed
          FROM s",
-    )
+        super::POSTGRES.random_key
+    )))
     .bind(addresses.iter().map(|a| a.0).collect::<Vec<_>>())
     .bind(addresses.iter().map(|a| a.1.as_str()).collect::<Vec<_>>())
     .bind(now)
@@ -279,12 +281,13 @@ async fn postgres_batch(
         .filter(|c| !inserted.contains(&c.id))
         .collect();
     let conflict = upsert_conflict(&super::POSTGRES);
+    let random = super::POSTGRES.random_key;
     let mail = &plan.outbox;
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "WITH subscribed AS (
              INSERT INTO subscriptions (list_id, subscriber_id, status, created_at, consent_at, consent_ip,
-                                        consent_user_agent, consent_page, changed_at, status_at_day_start)
-             SELECT l, s, 'pending', $1, $1, ip, ua, page, $1, 'none'
+                                        consent_user_agent, consent_page, link_key)
+             SELECT l, s, 'pending', $1, $1, ip, ua, page, {random}
              FROM UNNEST($2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[]) AS t(l, s, ip, ua, page)
              {conflict}
              RETURNING 1),
@@ -354,8 +357,8 @@ async fn sqlite_batch(
     // Several statements per query: each query is one hand-off to SQLite's thread, so a batch
     // is four (BEGIN, this, the writes, COMMIT) whatever its size.
     let rows = sqlx::query(
-        "INSERT INTO subscribers (email, email_key, created_at)
-         SELECT value ->> 0, value ->> 1, $1 FROM json_each($2) WHERE true
+        "INSERT INTO subscribers (email, email_key, created_at, link_key)
+         SELECT value ->> 0, value ->> 1, $1, random() FROM json_each($2) WHERE true
          ON CONFLICT (email_key) DO UPDATE SET email_key = excluded.email_key
          RETURNING id, email_key, last_confirmation_at, confirmations_day_start, confirmations_day_count;
          SELECT x.subscriber_id, x.list_id FROM subscribers s JOIN subscriptions x ON x.subscriber_id = s.id
@@ -402,8 +405,8 @@ async fn sqlite_batch(
     let conflict = upsert_conflict(&super::SQLITE);
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "INSERT INTO subscriptions (list_id, subscriber_id, status, created_at, consent_at, consent_ip,
-                                    consent_user_agent, consent_page, changed_at, status_at_day_start)
-         SELECT value ->> 0, value ->> 1, 'pending', $1, $1, value ->> 2, value ->> 3, value ->> 4, $1, 'none'
+                                    consent_user_agent, consent_page, link_key)
+         SELECT value ->> 0, value ->> 1, 'pending', $1, $1, value ->> 2, value ->> 3, value ->> 4, random()
          FROM json_each($2) WHERE true
          {conflict};
          INSERT INTO confirmations (subscriber_id, token_hash, created_at, expires_at, list_ids)

@@ -72,7 +72,7 @@ pub struct SubscriberPage {
 
 /// The lists of `all` (a site has a handful) that a confirmation's `list_ids` (a JSON array of ids) names, oldest first.
 /// A list deleted since the email was sent is skipped.
-fn named_lists(all: Vec<List>, list_ids: &str) -> Vec<List> {
+pub(super) fn named_lists(all: Vec<List>, list_ids: &str) -> Vec<List> {
     let ids: Vec<i64> = serde_json::from_str(list_ids).unwrap_or_else(|e| {
         tracing::warn!(error = %e, "a confirmation's list ids do not parse");
         Vec::new()
@@ -148,12 +148,10 @@ impl Store {
             sqlx::query(AssertSqlSafe(format!(
                 "INSERT INTO count_adjustments (list_id, status, delta, at)
                  SELECT list_id, was, -COUNT(*), $2 FROM (
-                     SELECT list_id, CASE WHEN changed_at IS NOT NULL AND {} = {} THEN status_at_day_start
-                                          ELSE status END AS was
+                     SELECT list_id, {} AS was
                      FROM subscriptions WHERE status = 'pending' AND consent_at < $1) t
                  WHERE was <> 'none' GROUP BY list_id, was",
-                (d.day)("changed_at"),
-                (d.day)("$2"),
+                d.status_at_start_of("", &(d.day)("$2")),
             )))
             .bind(cutoff)
             .bind(super::now())
@@ -187,18 +185,21 @@ pub struct SubscriptionInfo {
     pub list: List,
     pub email: String,
     pub status: SubscriptionStatus,
+    /// What its links sign with its id (migration 0016).
+    pub link_key: Option<i64>,
 }
 
 impl Store {
     /// Confirms the lists a token's email named, in one write transaction: each still-pending
     /// subscription becomes `confirmed` with the confirming request's consent facts, and its
-    /// welcome email (built by `welcome` from the list and subscription id) is queued. Confirming
+    /// welcome email (built by `welcome` from the list, address, subscription id and link key) is queued. Confirming
     /// again changes nothing and answers the same.
     pub async fn confirm(
         &self,
         token_hash: &str,
         origin: &RequestOrigin,
-        mut welcome: impl FnMut(&List, &str, i64) -> NewOutboxMessage,
+        mut welcome: impl FnMut(&List, &str, i64, Option<i64>) -> NewOutboxMessage,
+        erased_key: impl Fn(&str) -> String,
     ) -> Result<ConfirmOutcome> {
         let now = super::now();
         on_writer!(self, |pool, d| {
@@ -222,11 +223,11 @@ impl Store {
             );
             let mut newly = Vec::new();
             for list in &lists {
-                let confirmed: Option<i64> = sqlx::query_scalar(AssertSqlSafe(format!(
+                let confirmed: Option<(i64, Option<i64>)> = sqlx::query_as(AssertSqlSafe(format!(
                     "UPDATE subscriptions SET status = 'confirmed', confirmed_at = $1, confirm_ip = $2,
                             confirm_user_agent = $3, {}
                      WHERE subscriber_id = $4 AND list_id = $5 AND status = 'pending'
-                     RETURNING id",
+                     RETURNING id, link_key",
                     d.track_change("", "$1")
                 )))
                 .bind(now)
@@ -236,16 +237,18 @@ impl Store {
                 .bind(list.id)
                 .fetch_optional(&mut *tx)
                 .await?;
-                if let Some(subscription_id) = confirmed {
-                    Store::enqueue_in(&mut tx, &welcome(list, &email, subscription_id), now).await?;
+                if let Some((subscription_id, link_key)) = confirmed {
+                    Store::enqueue_in(&mut tx, &welcome(list, &email, subscription_id, link_key), now).await?;
                     newly.push(subscription_id);
                 }
             }
             if !newly.is_empty() {
                 // A new confirmed opt-in shows the mailbox works again: lift a bounce suppression
-                // (never a manual one).
-                sqlx::query("DELETE FROM suppressions WHERE email_key = $1 AND reason = 'bounce'")
-                    .bind(email.to_lowercase())
+                // (never a manual one), also where an erasure of the address kept it.
+                let key = email.to_lowercase();
+                sqlx::query("DELETE FROM suppressions WHERE email_key IN ($1, $2) AND reason = 'bounce'")
+                    .bind(&key)
+                    .bind(erased_key(&key))
                     .execute(&mut *tx)
                     .await?;
             }
@@ -288,10 +291,11 @@ impl Store {
             list: List,
             email: String,
             status: String,
+            link_key: Option<i64>,
         }
         on_pool!(self, |pool, _d| {
             let row = sqlx::query_as::<_, Row>(
-                "SELECT l.id, l.slug, l.name, l.description, l.created_at, sub.email, s.status
+                "SELECT l.id, l.slug, l.name, l.description, l.created_at, sub.email, s.status, s.link_key
                  FROM subscriptions s JOIN lists l ON l.id = s.list_id
                  JOIN subscribers sub ON sub.id = s.subscriber_id
                  WHERE s.id = $1",
@@ -303,30 +307,49 @@ impl Store {
                 list: r.list,
                 email: r.email,
                 status: SubscriptionStatus::parse(&r.status).unwrap_or(SubscriptionStatus::Unsubscribed),
+                link_key: r.link_key,
             }))
         })
     }
 
     /// Unsubscribes at once and cancels mail still queued for the subscription. Idempotent.
     pub async fn unsubscribe(&self, subscription_id: i64) -> Result<()> {
+        self.unsubscribe_where(subscription_id, None).await
+    }
+
+    /// The same from a signed link: only while the row still holds the link key the link was
+    /// signed with (on SQLite a new row can take a deleted row's id between the check and this).
+    pub async fn unsubscribe_linked(&self, subscription_id: i64, link_key: Option<i64>) -> Result<()> {
+        self.unsubscribe_where(subscription_id, Some(link_key)).await
+    }
+
+    async fn unsubscribe_where(&self, subscription_id: i64, link_key: Option<Option<i64>>) -> Result<()> {
         let now = super::now();
+        let any_key = link_key.is_none();
+        let link_key = link_key.flatten();
         on_writer!(self, |pool, d| {
             let mut tx = super::begin(pool, d.begin_write).await?;
             sqlx::query(AssertSqlSafe(format!(
                 "UPDATE subscriptions SET status = 'unsubscribed', unsubscribed_at = $1, {}
-                 WHERE id = $2 AND status <> 'unsubscribed'",
+                 WHERE id = $2 AND status <> 'unsubscribed' AND ($3 OR link_key IS NOT DISTINCT FROM $4)",
                 d.track_change("", "$1")
             )))
             .bind(now)
             .bind(subscription_id)
+            .bind(any_key)
+            .bind(link_key)
             .execute(&mut *tx)
             .await?;
             sqlx::query(
                 "UPDATE outbox SET status = 'cancelled', last_error = 'unsubscribed', text_body = NULL,
                         html_body = NULL, params = NULL
-                 WHERE subscription_id = $1 AND status = 'queued'",
+                 WHERE subscription_id = $1 AND status = 'queued'
+                   AND EXISTS (SELECT 1 FROM subscriptions s
+                               WHERE s.id = $1 AND ($2 OR s.link_key IS NOT DISTINCT FROM $3))",
             )
             .bind(subscription_id)
+            .bind(any_key)
+            .bind(link_key)
             .execute(&mut *tx)
             .await?;
             tx.commit().await?;

@@ -500,6 +500,17 @@ async fn tokens_never_reach_the_log() {
     let web = find_link(&digest.text_body(), &format!("{}/digests/", app.base)).unwrap();
     let public_id = web.rsplit('/').next().unwrap().to_owned();
     assert_eq!(client.get(&web).send().await.unwrap().status(), 200);
+    // A reader's data and erasure: their address is in the path.
+    let r = admin(reqwest::Method::GET, "/api/subscribers/reader2@news.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = admin(reqwest::Method::DELETE, "/api/subscribers/reader2@news.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
     assert_eq!(app.terminate().await.code(), Some(0));
 
     let logged = std::fs::read_to_string(log.path()).unwrap();
@@ -508,9 +519,13 @@ async fn tokens_never_reach_the_log() {
         "requests are logged: {logged}"
     );
     assert!(
-        logged.contains("/digests/{public_id}"),
+        logged.contains("/digests/{public_id}") && logged.contains("/api/subscribers/{email}"),
         "by their route template: {logged}"
     );
+    let line = logged
+        .lines()
+        .find(|l| l.contains("/api/subscribers") && l.contains("reader2"));
+    assert!(line.is_none(), "an address reached a request line: {line:?}");
     for secret in [
         token.as_str(),
         unsubscribe_token.as_str(),

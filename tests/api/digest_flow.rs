@@ -288,7 +288,7 @@ async fn cancel_stops_a_digest_and_unsubscribing_stops_a_reader(backend: Backend
         .await;
     // The last reader leaves mid-send.
     let last = app.sql_strings("SELECT CAST(MAX(id) AS TEXT) FROM subscriptions").await;
-    let token = bulletin::domain::sign_unsubscribe(&app.secret().await, last[0].parse().unwrap());
+    let token = app.unsubscribe_token(&last[0]).await;
     assert_eq!(
         app.client
             .post(app.url(&format!("/unsubscribe?token={token}")))

@@ -109,7 +109,7 @@ async fn unsubscribe_mid_batch_stops_the_rest_within_the_window(backend: Backend
     );
     let target = target.to_owned();
 
-    let token = bulletin::domain::sign_unsubscribe(&app.secret().await, subscription.parse().unwrap());
+    let token = app.unsubscribe_token(subscription).await;
     let r = app
         .client
         .post(app.url(&format!("/unsubscribe?token={token}")))
@@ -495,7 +495,7 @@ async fn a_send_rate_does_not_stretch_the_window(backend: Backend) {
     let (subscription, target) = second[0].split_once(' ').expect("a second delivery");
     let target = target.to_owned();
     assert_eq!(digests_to(&app, &target), 0, "the second message waits for its slot");
-    let token = bulletin::domain::sign_unsubscribe(&app.secret().await, subscription.parse().unwrap());
+    let token = app.unsubscribe_token(subscription).await;
     let r = app
         .client
         .post(app.url(&format!("/unsubscribe?token={token}")))

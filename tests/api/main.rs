@@ -14,6 +14,7 @@ mod feeds;
 mod guarantees;
 mod import;
 mod optin;
+mod privacy;
 mod scale;
 mod schedules;
 mod sender;

@@ -330,6 +330,23 @@ impl TestApp {
             .into_bytes()
     }
 
+    /// The unsubscribe token of a subscription, signed as its emails sign it (with its link key).
+    pub async fn unsubscribe_token(&self, subscription_id: &str) -> String {
+        let id: i64 = subscription_id.parse().expect("a subscription id");
+        let info = self
+            .store
+            .subscription_info(id)
+            .await
+            .expect("read")
+            .expect("the subscription");
+        bulletin::domain::sign_link(
+            &self.secret().await,
+            bulletin::domain::LinkPurpose::Unsubscribe,
+            id,
+            info.link_key,
+        )
+    }
+
     pub async fn sql_exec(&self, sql: &'static str) {
         match &self.store {
             Store::Sqlite(db) => sqlx::query(sql).execute(&db.write).await.map(|_| ()),
