@@ -64,28 +64,22 @@ fn bench(c: &mut Criterion) {
     let parts = digest_parts();
     let digest = composer.prepare_digest(parts.clone(), "news.example");
     let unsubscribe = "https://news.example/unsubscribe?token=123456.Zm9vYmFyYmF6cXV4cXV1eHF1dXhxdXV4";
-    let (_, sample) = composer
-        .digest_for(&digest, 42, "reader@news.example", unsubscribe, "news.example")
-        .unwrap();
+    let to = bulletin::digest::Recipient {
+        email: "reader@news.example",
+        unsubscribe_url: unsubscribe,
+        preferences_url: "https://news.example/preferences?token=654321.cXV4cXV1eHF1dXhxdXV4Zm9vYmFyYmF6",
+    };
+    let (_, sample) = composer.digest_for(&digest, 42, &to, "news.example").unwrap();
     println!("message size: {} bytes", sample.len());
 
     let mut group = c.benchmark_group("one digest message, 10 items");
     group.bench_function("spliced", |b| {
-        b.iter(|| {
-            composer
-                .digest_for(&digest, 42, "reader@news.example", unsubscribe, "news.example")
-                .unwrap()
-        })
+        b.iter(|| composer.digest_for(&digest, 42, &to, "news.example").unwrap())
     });
     group.bench_function("rebuilt (lettre)", |b| {
         b.iter(|| {
-            let (html, text) = bulletin::digest::personalise(
-                &parts.html_body,
-                &parts.text_body,
-                &parts.placeholder,
-                "reader@news.example",
-                unsubscribe,
-            );
+            let (html, text) =
+                bulletin::digest::personalise(&parts.html_body, &parts.text_body, &parts.placeholder, &to);
             let message = lettre::Message::builder()
                 .from(from.clone())
                 .to("reader@news.example".parse().unwrap())

@@ -34,6 +34,8 @@ pub struct Config {
     pub rate_limit: u32,
     /// Proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<crate::domain::Cidr>,
+    /// Sites whose pages may post signups here from the browser (CORS), and be linked back to.
+    pub allowed_origins: Vec<crate::domain::WebOrigin>,
     /// A client must send a request's headers within this time (slow clients).
     pub header_timeout: Duration,
     /// A request (body included) must be answered within this time.
@@ -201,6 +203,17 @@ impl Config {
             .transpose()
             .map_err(|e| err("BULLETIN_TRUSTED_PROXIES", e))?
             .unwrap_or_default();
+        let allowed_origins = var("BULLETIN_ALLOWED_ORIGINS")
+            .map(|v| {
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|o| !o.is_empty())
+                    .map(crate::domain::WebOrigin::parse)
+                    .collect::<Result<Vec<_>, String>>()
+            })
+            .transpose()
+            .map_err(|e| err("BULLETIN_ALLOWED_ORIGINS", e))?
+            .unwrap_or_default();
         let header_timeout = duration("BULLETIN_HEADER_TIMEOUT", "10s")?;
         let request_timeout = duration("BULLETIN_REQUEST_TIMEOUT", "30s")?;
         for (name, value) in [
@@ -276,6 +289,7 @@ impl Config {
             send_rate,
             rate_limit,
             trusted_proxies,
+            allowed_origins,
             header_timeout,
             request_timeout,
             return_path,
@@ -333,6 +347,8 @@ mod tests {
             ("BULLETIN_TIMEZONE", "Mars/Olympus"),
             ("BULLETIN_SEND_RATE", "-3"),
             ("BULLETIN_RETURN_PATH", "bounces at example"),
+            ("BULLETIN_ALLOWED_ORIGINS", "https://news.example, news.example"),
+            ("BULLETIN_ALLOWED_ORIGINS", "https://news.example/articles"),
         ] {
             let e = cfg(&[(var, value)])
                 .err()

@@ -183,8 +183,11 @@ async fn preview(config: &Config, store: &Store, slug: &str, text: bool) -> Exit
                 &rendered.html_body,
                 &rendered.text_body,
                 &rendered.placeholder,
-                "subscriber@example.org",
-                &links.link("/unsubscribe?token=preview"),
+                &crate::digest::Recipient {
+                    email: "subscriber@example.org",
+                    unsubscribe_url: &links.link("/unsubscribe?token=preview"),
+                    preferences_url: &links.link("/preferences"),
+                },
             );
             println!("{}", if text { text_part } else { html });
             ExitCode::SUCCESS

@@ -406,9 +406,15 @@ impl Worker {
                 let digest = self.digest(d.digest_id).await?;
                 let links = &self.sender.links;
                 let unsubscribe = links.unsubscribe_url(d.subscription_id, d.link_key);
+                let preferences = links.preferences_url(d.subscriber_id, d.subscriber_key);
+                let to = crate::digest::Recipient {
+                    email: &d.recipient,
+                    unsubscribe_url: &unsubscribe,
+                    preferences_url: &preferences,
+                };
                 self.sender
                     .composer
-                    .digest_for(&digest, d.id, &d.recipient, &unsubscribe, links.namespace())
+                    .digest_for(&digest, d.id, &to, links.namespace())
                     .map_err(PrepareError::Compose)
             }
         }

@@ -53,6 +53,7 @@ struct DigestHtml<'a> {
     items: &'a [ItemView<'a>],
     email: &'a str,
     unsubscribe_url: &'a str,
+    preferences_url: &'a str,
     postal_address: Option<&'a str>,
     web_url: Option<&'a str>,
 }
@@ -65,6 +66,7 @@ struct DigestText<'a> {
     items: &'a [ItemView<'a>],
     email: &'a str,
     unsubscribe_url: &'a str,
+    preferences_url: &'a str,
     postal_address: Option<&'a str>,
     web_url: Option<&'a str>,
 }
@@ -90,6 +92,7 @@ pub fn render(
     let date = now.with_timezone(&tz).format("%A, %-d %B %Y").to_string();
     let views: Vec<ItemView<'_>> = items.iter().map(|i| ItemView::of(i, tz)).collect();
     let unsubscribe = format!("{placeholder}U");
+    let preferences = format!("{placeholder}P");
     let email = format!("{placeholder}E");
     let html = DigestHtml {
         list,
@@ -97,6 +100,7 @@ pub fn render(
         items: &views,
         email: &email,
         unsubscribe_url: &unsubscribe,
+        preferences_url: &preferences,
         postal_address,
         web_url,
     }
@@ -107,6 +111,7 @@ pub fn render(
         items: &views,
         email: &email,
         unsubscribe_url: &unsubscribe,
+        preferences_url: &preferences,
         postal_address,
         web_url,
     }
@@ -122,8 +127,20 @@ pub fn render(
     })
 }
 
+/// A recipient's own values in a digest.
+pub struct Recipient<'a> {
+    pub email: &'a str,
+    pub unsubscribe_url: &'a str,
+    pub preferences_url: &'a str,
+}
+
 /// One recipient's copy: (html, text).
-pub fn personalise(html: &str, text: &str, placeholder: &str, email: &str, unsubscribe_url: &str) -> (String, String) {
+pub fn personalise(html: &str, text: &str, placeholder: &str, to: &Recipient<'_>) -> (String, String) {
+    let Recipient {
+        email,
+        unsubscribe_url,
+        preferences_url,
+    } = *to;
     let escape = |s: &str| {
         s.replace('&', "&amp;")
             .replace('<', "&lt;")
@@ -133,9 +150,11 @@ pub fn personalise(html: &str, text: &str, placeholder: &str, email: &str, unsub
     };
     let html = html
         .replace(&format!("{placeholder}U"), &escape(unsubscribe_url))
+        .replace(&format!("{placeholder}P"), &escape(preferences_url))
         .replace(&format!("{placeholder}E"), &escape(email));
     let text = text
         .replace(&format!("{placeholder}U"), unsubscribe_url)
+        .replace(&format!("{placeholder}P"), preferences_url)
         .replace(&format!("{placeholder}E"), email);
     (html, text)
 }
@@ -194,10 +213,14 @@ mod tests {
             &r.html_body,
             &r.text_body,
             &r.placeholder,
-            "o'neil@x.org",
-            "https://n.example/u?token=1.a",
+            &Recipient {
+                email: "o'neil@x.org",
+                unsubscribe_url: "https://n.example/u?token=1.a",
+                preferences_url: "https://n.example/preferences?token=2.b",
+            },
         );
         assert!(html.contains("https://n.example/u?token=1.a") && html.contains("o&#39;neil@x.org"));
+        assert!(html.contains("https://n.example/preferences?token=2.b") && text.contains("preferences?token=2.b"));
         assert!(text.contains("https://n.example/u?token=1.a") && text.contains("o'neil@x.org"));
         assert!(!html.contains(&r.placeholder) && !text.contains(&r.placeholder));
         assert!(html.contains("1 Main St") && text.contains("1 Main St"));
@@ -364,8 +387,11 @@ pub fn test_copy(
         &rendered.html_body,
         &rendered.text_body,
         &rendered.placeholder,
-        to,
-        &unsubscribe,
+        &Recipient {
+            email: to,
+            unsubscribe_url: &unsubscribe,
+            preferences_url: &links.link("/preferences"),
+        },
     );
     let list_id = crate::mail::list_headers(list, &unsubscribe, links.namespace())
         .into_iter()

@@ -2,12 +2,14 @@
 
 mod cidr;
 mod email;
+mod origin;
 mod signed;
 mod slug;
 mod token;
 
 pub use cidr::{Cidr, canonical_ip};
 pub use email::{EmailAddress, EmailError};
+pub use origin::{WebOrigin, allowed_url};
 pub use signed::{LinkPurpose, LinkToken, LinkTokenError, keyed_hex, sign_link};
 pub use slug::{ListSlug, SlugError};
 pub use token::{ConfirmationToken, TokenError, hex};

@@ -135,9 +135,17 @@ pub async fn confirm(
         .confirm(
             &token.hash(),
             &origin,
-            |list, email, subscription_id, link_key| {
+            |list, email, (subscription_id, link_key), (subscriber_id, subscriber_key)| {
                 let url = state.links.unsubscribe_url(subscription_id, link_key);
-                crate::mail::welcome_email(email, list, subscription_id, &url, state.links.namespace())
+                let preferences = state.links.preferences_url(subscriber_id, subscriber_key);
+                crate::mail::welcome_email(
+                    email,
+                    list,
+                    subscription_id,
+                    &url,
+                    &preferences,
+                    state.links.namespace(),
+                )
             },
             |key| state.links.erased_key(key),
         )

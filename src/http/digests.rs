@@ -205,8 +205,11 @@ pub(super) async fn preview_of(state: &AppState, list: &List, text: bool) -> Res
         &rendered.html_body,
         &rendered.text_body,
         &rendered.placeholder,
-        "subscriber@example.org",
-        &state.links.link("/unsubscribe?token=preview"),
+        &crate::digest::Recipient {
+            email: "subscriber@example.org",
+            unsubscribe_url: &state.links.link("/unsubscribe?token=preview"),
+            preferences_url: &state.links.link("/preferences"),
+        },
     );
     Ok(if text {
         ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], plain).into_response()

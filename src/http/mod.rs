@@ -4,6 +4,7 @@ mod admin;
 mod archive;
 mod chart;
 mod confirm;
+mod cors;
 mod dashboard;
 mod defences;
 mod digests;
@@ -14,6 +15,7 @@ mod feeds;
 mod health;
 mod import;
 mod pages;
+mod preferences;
 mod privacy;
 mod schedules;
 pub mod server;
@@ -112,14 +114,20 @@ pub fn router(state: AppState) -> Router {
     let timeout = middleware::from_fn_with_state(state.clone(), defences::deadline);
     // Signups and resends send email: the rate limit guards them.
     let limited = middleware::from_fn_with_state(state.clone(), defences::rate_limit);
+    // The routes a news site's own pages post to from the browser.
+    let cors = middleware::from_fn_with_state(state.clone(), cors::cors);
     let public = Router::new()
         .route("/", get(pages::signup_form))
         .route("/static/style.css", get(pages::stylesheet))
         .route("/static/admin.js", get(pages::admin_script))
         .route(
             "/subscriptions",
-            post(subscriptions::subscribe).route_layer(limited.clone()),
+            post(subscriptions::subscribe)
+                .route_layer(limited.clone())
+                .options(|| async { StatusCode::NO_CONTENT })
+                .layer(cors.clone()),
         )
+        .route("/embed.js", get(pages::embed_script))
         .route(
             "/subscriptions/confirm",
             get(confirm::confirm_page).post(confirm::confirm),
@@ -131,6 +139,11 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/unsubscribe",
             get(unsubscribe::unsubscribe_page).post(unsubscribe::unsubscribe),
+        )
+        .route("/preferences", get(preferences::page_of).post(preferences::act))
+        .route(
+            "/preferences/link",
+            post(preferences::send_link).route_layer(limited.clone()),
         )
         .route("/digests/{public_id}", get(archive::web_version))
         .route("/lists/{slug}/archive", get(archive::page))

@@ -19,6 +19,8 @@ pub struct SignupPage<'a> {
     pub checked: &'a [String],
     pub email_error: Option<&'a str>,
     pub lists_error: Option<&'a str>,
+    /// The allowed page the reader came from: kept through the form, and linked back to.
+    pub return_to: Option<&'a str>,
 }
 
 impl SignupPage<'_> {
@@ -34,6 +36,8 @@ pub struct MessagePage<'a> {
     pub title: &'a str,
     pub message: &'a str,
     pub show_signup_link: bool,
+    /// A link back to the page the reader came from (an allowed site's article).
+    pub back: Option<&'a str>,
 }
 
 /// A page with `status`. A template fault is a bug: a logged 500.
@@ -52,6 +56,7 @@ pub fn message(status: StatusCode, title: &str, message: &str, show_signup_link:
             title,
             message,
             show_signup_link,
+            back: None,
         },
     )
 }
@@ -66,6 +71,7 @@ pub async fn signup_form(State(state): State<AppState>) -> Result<Html<String>, 
         checked: &[],
         email_error: None,
         lists_error: None,
+        return_to: None,
     };
     Ok(Html(page.render()?))
 }
@@ -77,6 +83,18 @@ pub async fn stylesheet() -> Response {
             (header::CACHE_CONTROL, "public, max-age=3600"),
         ],
         include_str!("../../templates/style.css"),
+    )
+        .into_response()
+}
+
+/// The signup box's script for a news site's own pages (`README`: "A signup box for any page").
+pub async fn embed_script() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        include_str!("../../templates/embed.js"),
     )
         .into_response()
 }

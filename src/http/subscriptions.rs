@@ -22,6 +22,20 @@ struct SignupRequest {
     /// The honeypot: hidden from people on the form, so only a bot fills it in.
     #[serde(default)]
     website: Option<String>,
+    /// The article a signup box was on: linked back to from Bulletin's answer page when it lies
+    /// under `BULLETIN_ALLOWED_ORIGINS`, ignored otherwise (never a redirect).
+    #[serde(default)]
+    return_to: Option<String>,
+}
+
+/// What the reader is told once the signup is recorded (the signup box shows the same).
+pub const THANKS: &str = "Thank you! We've sent you a confirmation email.";
+
+impl SignupRequest {
+    fn return_to(&self, state: &AppState) -> Option<String> {
+        let raw = self.return_to.as_deref()?;
+        crate::domain::allowed_url(raw, &state.config.allowed_origins).map(String::from)
+    }
 }
 
 pub async fn subscribe(
@@ -42,15 +56,21 @@ pub async fn subscribe(
     match (result, format) {
         (Ok(()), Format::Json) => (
             StatusCode::ACCEPTED,
-            Json(serde_json::json!({"status": "confirmation_sent"})),
+            Json(serde_json::json!({"status": "confirmation_sent", "message": THANKS})),
         )
             .into_response(),
-        (Ok(()), Format::Html) => super::pages::message(
-            StatusCode::ACCEPTED,
-            "Thank you for signing up",
-            "Thank you for signing up. We've sent you a confirmation email.",
-            false,
-        ),
+        (Ok(()), Format::Html) => {
+            let back = request.return_to(&state);
+            super::pages::page(
+                StatusCode::ACCEPTED,
+                &super::pages::MessagePage {
+                    title: "Thank you for signing up",
+                    message: THANKS,
+                    show_signup_link: false,
+                    back: back.as_deref(),
+                },
+            )
+        }
         (Err(err), Format::Json) => err.into_response(),
         (Err(err), Format::Html) => form_with_error(&state, &request, err).await,
     }
@@ -147,12 +167,14 @@ async fn form_with_error(state: &AppState, request: &SignupRequest, err: ApiErro
         Ok(lists) => lists,
         Err(e) => return ApiError::from(e).into_html(),
     };
+    let back = request.return_to(state);
     let page = SignupPage {
         lists: &lists,
         email: request.email.as_deref().unwrap_or(""),
         checked: &request.lists,
         email_error: (field == Some("email")).then_some(err.message.as_str()),
         lists_error: (field == Some("lists")).then_some(err.message.as_str()),
+        return_to: back.as_deref(),
     };
     super::pages::page(err.status, &page)
 }

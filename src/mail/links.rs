@@ -33,6 +33,14 @@ impl Links {
         ))
     }
 
+    /// The preference centre of a subscriber ("Manage your newsletters"), signed with its link key.
+    pub fn preferences_url(&self, subscriber_id: i64, link_key: Option<i64>) -> String {
+        self.link(&format!(
+            "/preferences?token={}",
+            sign_link(&self.secret, LinkPurpose::Preferences, subscriber_id, link_key)
+        ))
+    }
+
     /// Whether `token` was signed for the row it names, whose link key is `link_key`.
     pub fn verify(
         &self,

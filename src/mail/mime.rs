@@ -28,6 +28,7 @@ enum Gap {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Value {
     Unsubscribe,
+    Preferences,
     Email,
 }
 
@@ -46,6 +47,8 @@ pub struct Personal<'a> {
     /// With its angle brackets.
     pub message_id: &'a str,
     pub unsubscribe_url: &'a str,
+    /// The reader's preference centre.
+    pub preferences_url: &'a str,
 }
 
 /// A message with gaps, encoded once.
@@ -127,6 +130,7 @@ impl Prepared {
                 Piece::Gap(Gap::Body(value, html)) => {
                     let raw = match value {
                         Value::Unsubscribe => personal.unsubscribe_url,
+                        Value::Preferences => personal.preferences_url,
                         Value::Email => personal.to,
                     };
                     let mut qp = QuotedPrintable::new(out);
@@ -174,6 +178,7 @@ impl Builder {
                 rest.match_indices(m).find_map(|(at, _)| {
                     let value = match rest.as_bytes().get(at + m.len()) {
                         Some(b'U') => Value::Unsubscribe,
+                        Some(b'P') => Value::Preferences,
                         Some(b'E') => Value::Email,
                         _ => return None,
                     };
@@ -459,6 +464,7 @@ mod tests {
                 to: "o'neil@example.org",
                 message_id: "<digest.1.x@news.example>",
                 unsubscribe_url: "https://news.example/unsubscribe?token=1.abc&x=2",
+                preferences_url: "https://news.example/preferences?token=3.def",
             },
             &mut out,
         );

@@ -41,6 +41,7 @@ struct ConfirmText<'a> {
 struct WelcomeHtml<'a> {
     list: &'a List,
     unsubscribe_url: &'a str,
+    preferences_url: &'a str,
 }
 
 #[derive(Template)]
@@ -48,6 +49,7 @@ struct WelcomeHtml<'a> {
 struct WelcomeText<'a> {
     list: &'a List,
     unsubscribe_url: &'a str,
+    preferences_url: &'a str,
 }
 
 /// The headers every email to a confirmed subscriber carries: `List-Id` (RFC 2919) and one-click
@@ -62,16 +64,56 @@ pub fn list_headers(list: &List, unsubscribe_url: &str, namespace: &str) -> Vec<
     ]
 }
 
+#[derive(Template)]
+#[template(path = "preference.html")]
+struct PreferenceHtml<'a> {
+    url: &'a str,
+}
+
+#[derive(Template)]
+#[template(path = "preference.txt")]
+struct PreferenceText<'a> {
+    url: &'a str,
+}
+
+/// The email with a link to the reader's preference centre (asked for at `/preferences`).
+pub fn preference_link_email(recipient: &str, url: &str) -> NewOutboxMessage {
+    NewOutboxMessage {
+        kind: "preference",
+        priority: PRIORITY_TRANSACTIONAL,
+        recipient: recipient.to_owned(),
+        subject: "Manage your newsletters".to_owned(),
+        text_body: Some(
+            PreferenceText { url }
+                .render()
+                .unwrap_or_else(|_| format!("Manage your newsletters: {url}\n")),
+        ),
+        html_body: Some(PreferenceHtml { url }.render().unwrap_or_default()),
+        params: None,
+        headers: Vec::new(),
+        subscription_id: None,
+    }
+}
+
 /// The email a subscriber receives once a list is confirmed.
 pub fn welcome_email(
     recipient: &str,
     list: &List,
     subscription_id: i64,
     unsubscribe_url: &str,
+    preferences_url: &str,
     namespace: &str,
 ) -> NewOutboxMessage {
-    let html = WelcomeHtml { list, unsubscribe_url };
-    let text = WelcomeText { list, unsubscribe_url };
+    let html = WelcomeHtml {
+        list,
+        unsubscribe_url,
+        preferences_url,
+    };
+    let text = WelcomeText {
+        list,
+        unsubscribe_url,
+        preferences_url,
+    };
     NewOutboxMessage {
         kind: "welcome",
         priority: PRIORITY_TRANSACTIONAL,
@@ -251,6 +293,7 @@ impl Composer {
                 to: parts.recipient,
                 message_id: &self.message_id(parts.kind, parts.id),
                 unsubscribe_url: "",
+                preferences_url: "",
             },
             &mut raw,
         );
@@ -330,19 +373,13 @@ impl Composer {
         &self,
         digest: &DigestMessage,
         delivery_id: i64,
-        recipient: &str,
-        unsubscribe_url: &str,
+        to: &crate::digest::Recipient<'_>,
         namespace: &str,
     ) -> Result<(Envelope, Vec<u8>), String> {
+        let (recipient, unsubscribe_url) = (to.email, to.unsubscribe_url);
         if self.dkim.is_some() {
             let parts = &digest.parts;
-            let (html, text) = crate::digest::personalise(
-                &parts.html_body,
-                &parts.text_body,
-                &parts.placeholder,
-                recipient,
-                unsubscribe_url,
-            );
+            let (html, text) = crate::digest::personalise(&parts.html_body, &parts.text_body, &parts.placeholder, to);
             return self.build(&Parts {
                 kind: "digest",
                 id: delivery_id,
@@ -361,6 +398,7 @@ impl Composer {
                 to: recipient,
                 message_id: &self.message_id("digest", delivery_id),
                 unsubscribe_url,
+                preferences_url: to.preferences_url,
             },
             &mut raw,
         );

@@ -112,6 +112,10 @@ pub struct Delivery {
     pub attempts: i32,
     /// The subscription's link key, signed into its unsubscribe link.
     pub link_key: Option<i64>,
+    /// The subscriber and its link key, signed into its preference link (0 and none when the
+    /// subscription is gone: the message is then not wanted anyway).
+    pub subscriber_id: i64,
+    pub subscriber_key: Option<i64>,
 }
 
 /// A delivery that failed for good.
@@ -433,7 +437,11 @@ impl Store {
                 "status = 'queued' AND next_attempt_at <= $3",
                 "next_attempt_at, id",
                 "id, digest_id, subscription_id, recipient, attempts,
-                 (SELECT s.link_key FROM subscriptions s WHERE s.id = deliveries.subscription_id) AS link_key",
+                 (SELECT s.link_key FROM subscriptions s WHERE s.id = deliveries.subscription_id) AS link_key,
+                 COALESCE((SELECT s.subscriber_id FROM subscriptions s WHERE s.id = deliveries.subscription_id), 0)
+                     AS subscriber_id,
+                 (SELECT r.link_key FROM subscriptions s JOIN subscribers r ON r.id = s.subscriber_id
+                  WHERE s.id = deliveries.subscription_id) AS subscriber_key",
             );
             let mut rows = sqlx::query_as::<_, Delivery>(AssertSqlSafe(sql))
                 .bind(lease_until)

@@ -192,30 +192,39 @@ pub struct SubscriptionInfo {
 impl Store {
     /// Confirms the lists a token's email named, in one write transaction: each still-pending
     /// subscription becomes `confirmed` with the confirming request's consent facts, and its
-    /// welcome email (built by `welcome` from the list, address, subscription id and link key) is queued. Confirming
+    /// welcome email (built by `welcome` from the list, the address, and the subscription's and the
+    /// subscriber's ids and link keys) is queued. Confirming
     /// again changes nothing and answers the same.
     pub async fn confirm(
         &self,
         token_hash: &str,
         origin: &RequestOrigin,
-        mut welcome: impl FnMut(&List, &str, i64, Option<i64>) -> NewOutboxMessage,
+        mut welcome: impl FnMut(&List, &str, (i64, Option<i64>), (i64, Option<i64>)) -> NewOutboxMessage,
         erased_key: impl Fn(&str) -> String,
     ) -> Result<ConfirmOutcome> {
         let now = super::now();
         on_writer!(self, |pool, d| {
             let mut tx = super::begin(pool, d.begin_write).await?;
-            let row: Option<(String, i64, DateTime<Utc>, String)> = sqlx::query_as(
-                "SELECT c.list_ids, c.subscriber_id, c.expires_at, s.email
+            #[derive(sqlx::FromRow)]
+            struct Row {
+                list_ids: String,
+                subscriber_id: i64,
+                expires_at: DateTime<Utc>,
+                email: String,
+                link_key: Option<i64>,
+            }
+            let row: Option<Row> = sqlx::query_as(
+                "SELECT c.list_ids, c.subscriber_id, c.expires_at, s.email, s.link_key
                  FROM confirmations c JOIN subscribers s ON s.id = c.subscriber_id
                  WHERE c.token_hash = $1",
             )
             .bind(token_hash)
             .fetch_optional(&mut *tx)
             .await?;
-            let (list_ids, subscriber_id, email) = match row {
+            let (list_ids, subscriber_id, email, subscriber_key) = match row {
                 None => return Ok(ConfirmOutcome::Unknown),
-                Some((_, _, expires_at, _)) if expires_at <= now => return Ok(ConfirmOutcome::Expired),
-                Some((list_ids, subscriber, _, email)) => (list_ids, subscriber, email),
+                Some(r) if r.expires_at <= now => return Ok(ConfirmOutcome::Expired),
+                Some(r) => (r.list_ids, r.subscriber_id, r.email, r.link_key),
             };
             let lists = named_lists(
                 sqlx::query_as(super::lists::ALL_LISTS).fetch_all(&mut *tx).await?,
@@ -238,7 +247,13 @@ impl Store {
                 .fetch_optional(&mut *tx)
                 .await?;
                 if let Some((subscription_id, link_key)) = confirmed {
-                    Store::enqueue_in(&mut tx, &welcome(list, &email, subscription_id, link_key), now).await?;
+                    let message = welcome(
+                        list,
+                        &email,
+                        (subscription_id, link_key),
+                        (subscriber_id, subscriber_key),
+                    );
+                    Store::enqueue_in(&mut tx, &message, now).await?;
                     newly.push(subscription_id);
                 }
             }

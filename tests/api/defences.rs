@@ -143,7 +143,7 @@ async fn confirmation_emails_are_capped_per_address(backend: Backend) {
     assert_eq!(r.status(), 202);
     assert_eq!(
         r.json::<Value>().await.unwrap(),
-        json!({"status": "confirmation_sent"}),
+        json!({"status": "confirmation_sent", "message": "Thank you! We've sent you a confirmation email."}),
         "the same answer"
     );
     assert_eq!(queued().await, 5, "no sixth email in a day");

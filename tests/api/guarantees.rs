@@ -341,7 +341,7 @@ async fn a_list_created_by_the_cli_takes_signups_at_once(backend: Backend) {
     let status = r.status();
     let body: Value = r.json().await.unwrap();
     assert_eq!(status, 202, "{body}");
-    assert_eq!(body, json!({"status": "confirmation_sent"}));
+    assert_eq!(body["status"], "confirmation_sent");
 
     let mail = app
         .smtp

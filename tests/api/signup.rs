@@ -65,7 +65,7 @@ async fn json_signup_sends_a_confirmation_email_with_a_hashed_token(backend: Bac
     assert_eq!(response.status(), StatusCode::ACCEPTED);
     assert_eq!(
         response.json::<Value>().await.unwrap(),
-        json!({"status": "confirmation_sent"})
+        json!({"status": "confirmation_sent", "message": "Thank you! We've sent you a confirmation email."})
     );
 
     let mail = app
@@ -129,8 +129,8 @@ async fn form_signup_takes_repeated_lists_once_each(backend: Backend) {
     );
     let html = response.text().await.unwrap();
     assert!(
-        html.contains("Thank you for signing up. We&#39;ve sent you a confirmation email.")
-            || html.contains("Thank you for signing up. We've sent you a confirmation email."),
+        html.contains("Thank you! We&#39;ve sent you a confirmation email.")
+            || html.contains("Thank you! We've sent you a confirmation email."),
         "{html}"
     );
     assert_eq!(

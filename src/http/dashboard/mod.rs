@@ -123,7 +123,7 @@ fn when(tz: chrono_tz::Tz, at: chrono::DateTime<chrono::Utc>) -> String {
     at.with_timezone(&tz).format("%a %-d %b %Y, %H:%M %Z").to_string()
 }
 
-fn field<'a>(form: &'a [(String, String)], name: &str) -> &'a str {
+pub(super) fn field<'a>(form: &'a [(String, String)], name: &str) -> &'a str {
     form.iter().find(|(k, _)| k == name).map_or("", |(_, v)| v.as_str())
 }
 
@@ -206,7 +206,7 @@ fn check_csrf(session: &AdminSession, form: &[(String, String)]) -> Result<(), A
     }
 }
 
-fn form_fields(bytes: &[u8]) -> Vec<(String, String)> {
+pub(super) fn form_fields(bytes: &[u8]) -> Vec<(String, String)> {
     serde_html_form::from_bytes(bytes).unwrap_or_default()
 }
 
