@@ -21,6 +21,7 @@ on_both_backends!(
     an_operator_finds_a_reader_and_acts_on_them,
     an_operator_imports_a_csv_from_the_dashboard,
     counts_stay_exact_through_every_change,
+    the_last_day_is_read_from_finished_hours,
 );
 
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
@@ -1006,4 +1007,66 @@ async fn counts_stay_exact_through_every_change(backend: Backend) {
     if chrono::Utc::now().time() > chrono::NaiveTime::from_hms_opt(0, 11, 0).unwrap() {
         assert_eq!(app.sql_strings("SELECT day FROM count_snapshots").await.len(), 1);
     }
+}
+
+/// The overview's "last 24 hours": the finished hours are counted once and kept, the two ends of
+/// the window live, and the sum equals a count over the whole window, before and after the cache.
+async fn the_last_day_is_read_from_finished_hours(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    app.create_list("daily", "Daily Briefing").await;
+    let readers: Vec<String> = (0..8).map(|n| format!("hour{n}@news.example")).collect();
+    import_confirmed(&app, "daily", &readers).await;
+    let now = chrono::Utc::now();
+    // Consents 20 minutes to 25 hours ago (the last two outside the window); two unsubscribes.
+    for (n, minutes) in [20, 95, 180, 600, 1_000, 1_430, 1_450, 1_500].into_iter().enumerate() {
+        app.sql_exec_with(
+            "UPDATE subscriptions SET consent_at = $1
+             WHERE subscriber_id = (SELECT id FROM subscribers WHERE email = $2)",
+            now - chrono::TimeDelta::minutes(minutes),
+            &readers[n],
+        )
+        .await;
+    }
+    for (n, minutes) in [(1, 30), (3, 1_460)] {
+        app.sql_exec_with(
+            "UPDATE subscriptions SET status = 'unsubscribed', unsubscribed_at = $1
+             WHERE subscriber_id = (SELECT id FROM subscribers WHERE email = $2)",
+            now - chrono::TimeDelta::minutes(minutes),
+            &readers[n],
+        )
+        .await;
+    }
+    let list = app.sql_strings("SELECT CAST(id AS TEXT) FROM lists").await[0]
+        .parse::<i64>()
+        .unwrap();
+    let expected = bulletin::store::ListActivity {
+        signups: 6,
+        unsubscribes: 1,
+    };
+    let first = app.store.last_day_activity(now).await.unwrap();
+    assert_eq!(first.get(&list).copied(), Some(expected), "counted");
+    let hours = app
+        .sql_strings("SELECT day FROM daily_stats WHERE scope = 'hour' AND day NOT LIKE '%|%'")
+        .await;
+    assert!(
+        (22..=24).contains(&hours.len()),
+        "the finished hours are kept: {hours:?}"
+    );
+    let again = app.store.last_day_activity(now).await.unwrap();
+    assert_eq!(again.get(&list).copied(), Some(expected), "from the kept hours");
+    // An hour later, the oldest consent in the window has left it.
+    let later = app
+        .store
+        .last_day_activity(now + chrono::TimeDelta::hours(1))
+        .await
+        .unwrap();
+    assert_eq!(
+        later.get(&list).copied(),
+        Some(bulletin::store::ListActivity {
+            signups: 5,
+            unsubscribes: 1
+        })
+    );
 }
