@@ -141,8 +141,23 @@ impl Browser {
         self.session_named(viewport, &test).await
     }
 
+    /// As [`session`](Self::session), with script turned off in the pages (as some readers
+    /// browse); the test's own script calls still run.
+    pub async fn session_without_script(&self, viewport: Viewport) -> Session {
+        let test = std::thread::current()
+            .name()
+            .filter(|name| *name != "main" && !name.starts_with("tokio-runtime"))
+            .unwrap_or("unnamed")
+            .to_owned();
+        self.open(viewport, &test, false).await
+    }
+
     /// As [`session`](Self::session), with the screenshots' directory named `test`.
     pub async fn session_named(&self, viewport: Viewport, test: &str) -> Session {
+        self.open(viewport, test, true).await
+    }
+
+    async fn open(&self, viewport: Viewport, test: &str, script: bool) -> Session {
         let permit = SESSIONS.acquire().await.expect("session semaphore");
         let (width, height) = viewport.size();
         let args = vec![
@@ -179,6 +194,9 @@ impl Browser {
         });
         if let Some(binary) = &self.driver.chromium {
             chrome["binary"] = json!(binary);
+        }
+        if !script {
+            chrome["prefs"] = json!({"profile.managed_default_content_settings.javascript": 2});
         }
         let capabilities = json!({
             "browserName": "chrome",
