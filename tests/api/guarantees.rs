@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use crate::on_both_backends;
 use crate::support::app::{Backend, MAIL_WAIT, TestApp};
-use crate::support::fixtures::{import_confirmed, push_items};
+use crate::support::fixtures::{import_confirmed, push_items, wait_until};
 
 on_both_backends!(
     unsubscribe_mid_batch_stops_the_rest_within_the_window,
@@ -48,19 +48,6 @@ fn digest_count(app: &TestApp) -> usize {
         .iter()
         .filter(|m| m.subject().is_some_and(|s| s.starts_with("Daily Briefing — ")))
         .count()
-}
-
-/// Polls `condition` every 20 ms until it holds; fails after `MAIL_WAIT`.
-async fn wait_until<F, Fut>(what: &str, mut condition: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + MAIL_WAIT;
-    while !condition().await {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// One SMTP connection sends the whole (single) batch in delivery order, slowly. A reader near

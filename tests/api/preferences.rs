@@ -6,6 +6,7 @@ use reqwest::StatusCode;
 
 use crate::on_both_backends;
 use crate::support::app::{Backend, MAIL_WAIT, TestApp, find_link};
+use crate::support::fixtures::signup_and_confirm;
 use crate::support::smtp::Received;
 
 on_both_backends!(
@@ -23,15 +24,6 @@ async fn mail_to(app: &TestApp, to: &str, subject_part: &str) -> Received {
             MAIL_WAIT,
         )
         .await
-}
-
-async fn signup_and_confirm(app: &TestApp, to: &str, lists: &[&str]) {
-    assert_eq!(app.signup_json(to, lists).await.status(), 202);
-    let mail = mail_to(app, to, "confirm").await;
-    let link = find_link(&mail.text_body(), &app.url("/subscriptions/confirm?token=")).expect("link");
-    let token = link.split("token=").nth(1).expect("token").to_owned();
-    let r = app.post_form("/subscriptions/confirm", &[("token", &token)]).await;
-    assert_eq!(r.status(), 200);
 }
 
 /// The "Manage your newsletters" link of the welcome email to `to`.

@@ -2,14 +2,12 @@
 //! address stays but a keyed hash, which keeps imports from adding it back to lists it left and
 //! keeps a manual suppression in force.
 
-use std::time::{Duration, Instant};
-
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::on_both_backends;
-use crate::support::app::{Backend, MAIL_WAIT, TestApp, TestDb, find_link};
-use crate::support::fixtures::{import_confirmed, push_items};
+use crate::support::app::{Backend, MAIL_WAIT, TestApp, TestDb};
+use crate::support::fixtures::{import_confirmed, push_items, signup_and_confirm, wait_until};
 
 on_both_backends!(
     a_readers_data_on_request,
@@ -17,23 +15,6 @@ on_both_backends!(
     after_erasure_imports_skip_left_lists_and_a_signup_starts_over,
     a_manual_suppression_outlives_erasure,
 );
-
-/// Signs `to` up to `lists` and confirms through the emailed link, as the reader would.
-async fn signup_and_confirm(app: &TestApp, to: &str, lists: &[&str]) {
-    assert_eq!(app.signup_json(to, lists).await.status(), 202);
-    let mail = app
-        .smtp
-        .wait_for(
-            |m| m.to().iter().any(|t| t == to) && m.subject().is_some_and(|s| s.contains("confirm")),
-            MAIL_WAIT,
-        )
-        .await;
-    let link = find_link(&mail.text_body(), &app.url("/subscriptions/confirm?token=")).expect("link");
-    let token = link.split("token=").nth(1).expect("token").to_owned();
-    assert_eq!(app.client.get(&link).send().await.unwrap().status(), 200);
-    let r = app.post_form("/subscriptions/confirm", &[("token", &token)]).await;
-    assert_eq!(r.status(), 200);
-}
 
 async fn data_of(app: &TestApp, email: &str) -> (StatusCode, Value) {
     let r = app
@@ -50,19 +31,6 @@ async fn erase(app: &TestApp, email: &str) -> StatusCode {
         .await
         .unwrap()
         .status()
-}
-
-/// Polls `condition` every 20 ms until it holds; fails after `MAIL_WAIT`.
-async fn wait_until<F, Fut>(what: &str, mut condition: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + MAIL_WAIT;
-    while !condition().await {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 async fn a_readers_data_on_request(backend: Backend) {

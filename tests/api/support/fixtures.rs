@@ -3,7 +3,9 @@
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use super::app::TestApp;
+use std::time::{Duration, Instant};
+
+use super::app::{MAIL_WAIT, TestApp, find_link};
 
 /// Imports `emails` into `list` as confirmed readers (no email is sent).
 pub async fn import_confirmed(app: &TestApp, list: &str, emails: &[String]) {
@@ -58,4 +60,34 @@ pub fn rss(items: &[(&str, &str)]) -> String {
     format!(
         r#"<?xml version="1.0"?><rss version="2.0"><channel><title>News</title><link>https://news.example/</link><description>News</description>{items}</channel></rss>"#
     )
+}
+
+/// Signs `to` up to `lists` and confirms through the emailed link, as the reader would.
+pub async fn signup_and_confirm(app: &TestApp, to: &str, lists: &[&str]) {
+    assert_eq!(app.signup_json(to, lists).await.status(), 202);
+    let mail = app
+        .smtp
+        .wait_for(
+            |m| m.to().iter().any(|t| t == to) && m.subject().is_some_and(|s| s.contains("confirm")),
+            MAIL_WAIT,
+        )
+        .await;
+    let link = find_link(&mail.text_body(), &app.url("/subscriptions/confirm?token=")).expect("link");
+    let token = link.split("token=").nth(1).expect("token").to_owned();
+    assert_eq!(app.client.get(&link).send().await.unwrap().status(), 200);
+    let r = app.post_form("/subscriptions/confirm", &[("token", &token)]).await;
+    assert_eq!(r.status(), 200);
+}
+
+/// Polls `condition` every 20 ms until it holds; fails after `MAIL_WAIT`.
+pub async fn wait_until<F, Fut>(what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + MAIL_WAIT;
+    while !condition().await {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
