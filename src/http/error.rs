@@ -102,6 +102,18 @@ impl From<StoreError> for ApiError {
     }
 }
 
+/// A signed link (unsubscribe, preferences) that is not one: malformed `400`, else `404`, the
+/// same for a forgery and for a row that took the id since.
+impl From<crate::domain::LinkTokenError> for ApiError {
+    fn from(e: crate::domain::LinkTokenError) -> Self {
+        let code = match e {
+            crate::domain::LinkTokenError::Malformed => (StatusCode::BAD_REQUEST, "malformed_token"),
+            crate::domain::LinkTokenError::BadSignature => (StatusCode::NOT_FOUND, "unknown_token"),
+        };
+        ApiError::new(code.0, code.1, e.to_string())
+    }
+}
+
 impl From<askama::Error> for ApiError {
     fn from(err: askama::Error) -> Self {
         ApiError::internal(err)

@@ -56,25 +56,17 @@ fn masked(email: &str) -> String {
     }
 }
 
-fn link_error(e: LinkTokenError) -> ApiError {
-    match e {
-        LinkTokenError::Malformed => ApiError::new(StatusCode::BAD_REQUEST, "malformed_token", e.to_string()),
-        LinkTokenError::BadSignature => ApiError::new(StatusCode::NOT_FOUND, "unknown_token", e.to_string()),
-    }
-}
-
 /// The subscriber a preference token was signed for (never a row that took its id since).
 async fn subscriber_of(state: &AppState, raw: &str) -> Result<LinkedSubscriber, ApiError> {
-    let token = LinkToken::parse(raw).map_err(link_error)?;
+    let token = LinkToken::parse(raw)?;
     let subscriber = state
         .store
         .linked_subscriber(token.id)
         .await?
-        .ok_or_else(|| link_error(LinkTokenError::BadSignature))?;
+        .ok_or_else(|| ApiError::from(LinkTokenError::BadSignature))?;
     state
         .links
-        .verify(&token, LinkPurpose::Preferences, subscriber.link_key)
-        .map_err(link_error)?;
+        .verify(&token, LinkPurpose::Preferences, subscriber.link_key)?;
     Ok(subscriber)
 }
 

@@ -21,25 +21,15 @@ struct UnsubscribePage<'a> {
     email: &'a str,
 }
 
-fn token_error(e: LinkTokenError) -> ApiError {
-    match e {
-        LinkTokenError::Malformed => ApiError::new(StatusCode::BAD_REQUEST, "malformed_token", e.to_string()),
-        LinkTokenError::BadSignature => ApiError::new(StatusCode::NOT_FOUND, "unknown_token", e.to_string()),
-    }
-}
-
 /// The subscription a link names, if the link was signed for it: for the row with that id and
 /// link key, never for a row that took the id since (which answers as a forgery does).
 async fn linked(state: &AppState, raw: &str) -> Result<(i64, SubscriptionInfo), ApiError> {
-    let token = LinkToken::parse(raw).map_err(token_error)?;
+    let token = LinkToken::parse(raw)?;
     let info = state.store.subscription_info(token.id).await?;
     let Some(info) = info else {
-        return Err(token_error(LinkTokenError::BadSignature));
+        return Err(ApiError::from(LinkTokenError::BadSignature));
     };
-    let id = state
-        .links
-        .verify(&token, LinkPurpose::Unsubscribe, info.link_key)
-        .map_err(token_error)?;
+    let id = state.links.verify(&token, LinkPurpose::Unsubscribe, info.link_key)?;
     Ok((id, info))
 }
 

@@ -617,5 +617,17 @@ async fn managing_newsletters(viewport: Viewport) {
     page.shot("left-all").await;
     page.assert_no_sideways_scroll("the preference centre after leaving")
         .await;
+
+    // Without a link: the form that emails one.
+    page.goto(&app.url("/preferences")).await;
+    page.fill(
+        "form[action='/preferences/link'] input[name=email]",
+        "reader@news.example",
+    )
+    .await;
+    page.click("form[action='/preferences/link'] button[type=submit]").await;
+    page.wait_for_text("sent it a link to manage them").await;
+    page.shot("link-requested").await;
+    page.assert_no_sideways_scroll("the link request's answer").await;
     page.close().await;
 }

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use crate::on_both_backends;
 use crate::support::app::{Backend, MAIL_WAIT, TestApp, TestDb};
-use crate::support::fixtures::{import_confirmed, push_items, signup_and_confirm, wait_until};
+use crate::support::fixtures::{import_confirmed, import_report, push_items, signup_and_confirm, wait_until};
 
 on_both_backends!(
     a_readers_data_on_request,
@@ -240,22 +240,6 @@ async fn erasure_leaves_nothing_of_the_address(backend: Backend) {
     }
 }
 
-/// Imports `email` into `list` as confirmed and answers the report.
-async fn import_one(app: &TestApp, list: &str, email: &str) -> Value {
-    let r = app
-        .admin(
-            Method::POST,
-            &format!("/api/lists/{list}/import?confirmed=true&consent=test"),
-        )
-        .header("content-type", "text/csv")
-        .body(format!("email\n{email}\n"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    r.json().await.unwrap()
-}
-
 async fn after_erasure_imports_skip_left_lists_and_a_signup_starts_over(backend: Backend) {
     let Some(app) = TestApp::spawn(backend).await else {
         return;
@@ -284,13 +268,13 @@ async fn after_erasure_imports_skip_left_lists_and_a_signup_starts_over(backend:
     assert!(app.subscribers("daily").await.is_empty());
 
     // An import adds them back to the list they had not left, never to the one they had.
-    let report = import_one(&app, "weekly", "BACK@news.example").await;
+    let report = import_report(&app, "weekly", &["BACK@news.example".to_owned()]).await;
     assert_eq!(
         (report["imported"].as_u64(), report["skipped"].as_u64()),
         (Some(0), Some(1)),
         "{report}"
     );
-    let report = import_one(&app, "daily", "back@news.example").await;
+    let report = import_report(&app, "daily", &["back@news.example".to_owned()]).await;
     assert_eq!(report["imported"].as_u64(), Some(1), "{report}");
     assert!(app.subscribers("weekly").await.is_empty());
 
@@ -333,7 +317,7 @@ async fn a_manual_suppression_outlives_erasure(backend: Backend) {
     let shown: Value = r.json().await.unwrap();
     assert_eq!(shown["reason"], "manual");
 
-    let report = import_one(&app, "daily", "quiet@news.example").await;
+    let report = import_report(&app, "daily", &["quiet@news.example".to_owned()]).await;
     assert_eq!(report["imported"].as_u64(), Some(0), "{report}");
 
     // A signup is answered as any other, and its confirmation email never leaves.

@@ -82,6 +82,15 @@ struct Driver {
     chromium: Option<PathBuf>,
 }
 
+/// The running test's name (its thread's), for its screenshots' directory.
+fn test_name() -> String {
+    std::thread::current()
+        .name()
+        .filter(|name| *name != "main" && !name.starts_with("tokio-runtime"))
+        .unwrap_or("unnamed")
+        .to_owned()
+}
+
 impl Browser {
     /// Starts chromedriver and waits until it is ready. `None` when chromedriver is not installed
     /// and `CI` is not set (a notice on stderr); in CI that panics.
@@ -133,23 +142,13 @@ impl Browser {
     /// A new Chromium window of the given size, with a fresh profile (no cookies). Waits for a
     /// free slot (see [`MAX_SESSIONS`]). Screenshots go under the name of the current test.
     pub async fn session(&self, viewport: Viewport) -> Session {
-        let test = std::thread::current()
-            .name()
-            .filter(|name| *name != "main" && !name.starts_with("tokio-runtime"))
-            .unwrap_or("unnamed")
-            .to_owned();
-        self.session_named(viewport, &test).await
+        self.session_named(viewport, &test_name()).await
     }
 
     /// As [`session`](Self::session), with script turned off in the pages (as some readers
     /// browse); the test's own script calls still run.
     pub async fn session_without_script(&self, viewport: Viewport) -> Session {
-        let test = std::thread::current()
-            .name()
-            .filter(|name| *name != "main" && !name.starts_with("tokio-runtime"))
-            .unwrap_or("unnamed")
-            .to_owned();
-        self.open(viewport, &test, false).await
+        self.open(viewport, &test_name(), false).await
     }
 
     /// As [`session`](Self::session), with the screenshots' directory named `test`.

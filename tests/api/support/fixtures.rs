@@ -7,8 +7,9 @@ use std::time::{Duration, Instant};
 
 use super::app::{MAIL_WAIT, TestApp, find_link};
 
-/// Imports `emails` into `list` as confirmed readers (no email is sent).
-pub async fn import_confirmed(app: &TestApp, list: &str, emails: &[String]) {
+/// Imports `emails` into `list` as confirmed readers (no email is sent) and answers the report,
+/// whatever was imported.
+pub async fn import_report(app: &TestApp, list: &str, emails: &[String]) -> Value {
     let csv = format!("email\n{}\n", emails.join("\n"));
     let r = app
         .admin(
@@ -23,6 +24,12 @@ pub async fn import_confirmed(app: &TestApp, list: &str, emails: &[String]) {
     let status = r.status();
     let report: Value = r.json().await.unwrap();
     assert_eq!(status, 200, "{report}");
+    report
+}
+
+/// Imports `emails` into `list` as confirmed readers (no email is sent); every one is imported.
+pub async fn import_confirmed(app: &TestApp, list: &str, emails: &[String]) {
+    let report = import_report(app, list, emails).await;
     assert_eq!(report["imported"].as_u64(), Some(emails.len() as u64), "{report}");
 }
 
