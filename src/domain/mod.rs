@@ -10,6 +10,6 @@ mod token;
 pub use cidr::{Cidr, canonical_ip};
 pub use email::{EmailAddress, EmailError};
 pub use origin::{WebOrigin, allowed_url};
-pub use signed::{LinkPurpose, LinkToken, LinkTokenError, keyed_hex, sign_link};
+pub use signed::{ExpiringToken, LinkPurpose, LinkToken, LinkTokenError, keyed_hex, sign_expiring, sign_link};
 pub use slug::{ListSlug, SlugError};
 pub use token::{ConfirmationToken, TokenError, hex};

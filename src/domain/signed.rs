@@ -19,6 +19,8 @@ pub enum LinkPurpose {
     Unsubscribe,
     /// One subscriber: their preference centre.
     Preferences,
+    /// One subscriber: the page that erases everything about them (an expiring link).
+    Erasure,
 }
 
 impl LinkPurpose {
@@ -26,6 +28,7 @@ impl LinkPurpose {
         match self {
             LinkPurpose::Unsubscribe => b"unsubscribe:",
             LinkPurpose::Preferences => b"preferences:",
+            LinkPurpose::Erasure => b"erasure:",
         }
     }
 }
@@ -36,6 +39,8 @@ pub enum LinkTokenError {
     Malformed,
     #[error("This link is not valid.")]
     BadSignature,
+    #[error("This link has expired. Please ask for a new one.")]
+    Expired,
 }
 
 fn mac(key: &[u8], purpose: LinkPurpose, id: i64, link_key: Option<i64>) -> HmacSha256 {
@@ -87,6 +92,56 @@ impl LinkToken {
     }
 }
 
+/// `<id>.<expires>.<signature>`: a link that also stops working at `expires` (Unix seconds), which
+/// the signature covers.
+pub fn sign_expiring(key: &[u8], purpose: LinkPurpose, id: i64, link_key: Option<i64>, expires: i64) -> String {
+    let mut mac = mac(key, purpose, id, link_key);
+    mac.update(format!("@{expires}").as_bytes());
+    format!("{id}.{expires}.{}", URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()))
+}
+
+/// An expiring link token that parsed, not checked yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpiringToken {
+    pub id: i64,
+    pub expires: i64,
+    signature: Vec<u8>,
+}
+
+impl ExpiringToken {
+    pub fn parse(token: &str) -> Result<Self, LinkTokenError> {
+        let (id, rest) = token.split_once('.').ok_or(LinkTokenError::Malformed)?;
+        let (expires, signature) = rest.split_once('.').ok_or(LinkTokenError::Malformed)?;
+        let expires: i64 = expires.parse().map_err(|_| LinkTokenError::Malformed)?;
+        // The same checks as a plain link's on `<id>.<signature>`.
+        let plain = LinkToken::parse(&format!("{id}.{signature}"))?;
+        Ok(Self {
+            id: plain.id,
+            expires,
+            signature: plain.signature,
+        })
+    }
+
+    /// The id, when the signature holds for that row and `now` (Unix seconds) is before expiry.
+    /// A forged expiry fails the signature, so only a genuine link is ever told it expired.
+    pub fn verify(
+        &self,
+        key: &[u8],
+        purpose: LinkPurpose,
+        link_key: Option<i64>,
+        now: i64,
+    ) -> Result<i64, LinkTokenError> {
+        let mut mac = mac(key, purpose, self.id, link_key);
+        mac.update(format!("@{}", self.expires).as_bytes());
+        mac.verify_slice(&self.signature)
+            .map_err(|_| LinkTokenError::BadSignature)?;
+        if now >= self.expires {
+            return Err(LinkTokenError::Expired);
+        }
+        Ok(self.id)
+    }
+}
+
 /// HMAC-SHA256 of `data` under `key`, hex: for identifiers derived from the secret.
 pub fn keyed_hex(key: &[u8], data: &[u8]) -> String {
     let mut mac = HmacSha256::new_from_slice(key).unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
@@ -133,6 +188,28 @@ mod tests {
             LinkToken::parse(&token).and_then(|t| t.verify(b"key", LinkPurpose::Preferences, Some(7))),
             Ok(42)
         );
+    }
+
+    #[test]
+    fn expiring_links_hold_until_their_time_and_their_expiry_cannot_be_moved() {
+        let e = LinkPurpose::Erasure;
+        let token = sign_expiring(b"key", e, 42, Some(7), 1_000);
+        let parsed = ExpiringToken::parse(&token).unwrap();
+        assert_eq!(parsed.verify(b"key", e, Some(7), 999), Ok(42));
+        assert_eq!(parsed.verify(b"key", e, Some(7), 1_000), Err(LinkTokenError::Expired));
+        assert_eq!(
+            parsed.verify(b"key", e, Some(8), 999),
+            Err(LinkTokenError::BadSignature)
+        );
+        let moved = token.replacen(".1000.", ".9000.", 1);
+        let moved = ExpiringToken::parse(&moved).unwrap();
+        assert_eq!(moved.verify(b"key", e, Some(7), 999), Err(LinkTokenError::BadSignature));
+        // Neither passes for the other kind of link.
+        assert!(LinkToken::parse(&token).is_err());
+        assert!(ExpiringToken::parse(&sign_link(b"key", e, 42, Some(7))).is_err());
+        for bad in ["", "42.1000", "42.x.abc", "0.1000.abc", "42.1000.!!!"] {
+            assert_eq!(ExpiringToken::parse(bad), Err(LinkTokenError::Malformed), "{bad}");
+        }
     }
 
     #[test]

@@ -109,6 +109,7 @@ impl From<crate::domain::LinkTokenError> for ApiError {
         let code = match e {
             crate::domain::LinkTokenError::Malformed => (StatusCode::BAD_REQUEST, "malformed_token"),
             crate::domain::LinkTokenError::BadSignature => (StatusCode::NOT_FOUND, "unknown_token"),
+            crate::domain::LinkTokenError::Expired => (StatusCode::GONE, "expired_token"),
         };
         ApiError::new(code.0, code.1, e.to_string())
     }

@@ -145,6 +145,10 @@ pub fn router(state: AppState) -> Router {
             "/preferences/link",
             post(preferences::send_link).route_layer(limited.clone()),
         )
+        .route(
+            "/preferences/erase",
+            get(preferences::erase_page).post(preferences::erase),
+        )
         .route("/digests/{public_id}", get(archive::web_version))
         .route("/lists/{slug}/archive", get(archive::page))
         .route("/lists/{slug}/archive.atom", get(archive::atom))

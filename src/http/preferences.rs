@@ -2,6 +2,8 @@
 //! each and changes nothing; its forms join and leave lists. The token is signed per subscriber
 //! (with the subscriber's link key) and sits in mail that people forward, so it can show and
 //! change list memberships and nothing more. Each form's `csrf` field is bound to the token.
+//! Its reader's data and its erasure go to the address itself: "Email me my data" mails the data
+//! there, and "Delete everything" mails there a link, working for an hour, to a page that erases.
 
 use askama::Template;
 use axum::extract::{RawQuery, State};
@@ -13,7 +15,7 @@ use super::AppState;
 use super::error::ApiError;
 use super::extract::{Origin, RawBody, query_param};
 use super::pages::page;
-use crate::domain::{EmailAddress, LinkPurpose, LinkToken, LinkTokenError};
+use crate::domain::{EmailAddress, ExpiringToken, LinkPurpose, LinkToken, LinkTokenError};
 use crate::store::{Joined, LinkedSubscriber, RequestOrigin, SubscriptionStatus};
 
 /// The consent record's page for a list joined here.
@@ -83,6 +85,14 @@ fn notice(done: &str, list: Option<&str>) -> Option<String> {
         "already" => format!("You already get {list}."),
         "left" => format!("You've left {list}. You won't receive it anymore."),
         "left_all" => "You've left every newsletter. You won't receive any of them anymore.".to_owned(),
+        "data_sent" => "We've sent your data to your address. It can take a few minutes to arrive.".to_owned(),
+        "data_wait" => "We sent your data less than a day ago. You can ask again tomorrow.".to_owned(),
+        "erasure_sent" => {
+            "We've sent you an email with a link to delete everything. The link works for one hour.".to_owned()
+        }
+        "erasure_wait" => {
+            "We sent you an email a moment ago. Please check your inbox, or ask again in a few minutes.".to_owned()
+        }
         _ => return None,
     })
 }
@@ -141,11 +151,7 @@ pub async fn act(State(state): State<AppState>, Origin(origin): Origin, RawBody(
         let subscriber = subscriber_of(&state, &token).await?;
         let expected = csrf_for(&state, &token);
         if !bool::from(field("csrf").as_bytes().ct_eq(expected.as_bytes())) {
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "bad_csrf",
-                "This form has expired or was not made for this link. Please open the link from your email again.",
-            ));
+            return Err(bad_csrf());
         }
         let lists = state.store.preference_lists(subscriber.id).await?;
         let slug = field("list");
@@ -176,6 +182,8 @@ pub async fn act(State(state): State<AppState>, Origin(origin): Origin, RawBody(
                 };
                 join(&state, &subscriber, &l.list, origin).await?
             }
+            ("send_data", _) => send_data(&state, &subscriber).await?,
+            ("erase", _) => send_erasure_link(&state, &subscriber).await?,
             ("join" | "leave", None) => {
                 return Err(ApiError::invalid(
                     "unknown_list",
@@ -237,6 +245,124 @@ async fn join(
             "confirm_sent"
         }
     })
+}
+
+/// "Email me my data": everything stored about the address, to the address, once a day.
+async fn send_data(state: &AppState, subscriber: &LinkedSubscriber) -> Result<&'static str, ApiError> {
+    let email = EmailAddress::parse(&subscriber.email)
+        .map_err(|e| ApiError::invalid("invalid_email", "email", e.to_string()))?;
+    let Some(data) = crate::privacy::data_of(&state.store, &email).await? else {
+        return Err(LinkTokenError::BadSignature.into());
+    };
+    let json = serde_json::to_string_pretty(&data).map_err(ApiError::internal)?;
+    let message = crate::mail::data_email(&subscriber.email, json);
+    Ok(if state.store.queue_data_mail(subscriber.id, &message).await? {
+        tracing::info!(subscriber = subscriber.id, "data sent on request");
+        state.wake_sender();
+        "data_sent"
+    } else {
+        "data_wait"
+    })
+}
+
+/// How long the "Delete everything" link works.
+const ERASURE_LINK_TTL: chrono::TimeDelta = chrono::TimeDelta::hours(1);
+
+/// "Delete everything": a link to the erasure page, to the address itself (within the caps of
+/// the preference links): the token in forwarded mail cannot erase anyone.
+async fn send_erasure_link(state: &AppState, subscriber: &LinkedSubscriber) -> Result<&'static str, ApiError> {
+    let expires = (crate::store::now() + ERASURE_LINK_TTL).timestamp();
+    let url = state.links.erasure_url(subscriber.id, subscriber.link_key, expires);
+    let message = crate::mail::erasure_link_email(&subscriber.email, &url);
+    Ok(if state.store.queue_preference_link(subscriber.id, &message).await? {
+        state.wake_sender();
+        "erasure_sent"
+    } else {
+        "erasure_wait"
+    })
+}
+
+#[derive(Template)]
+#[template(path = "erase.html")]
+struct ErasePage<'a> {
+    token: &'a str,
+    csrf: &'a str,
+    email: &'a str,
+}
+
+/// The subscriber an erasure link was made for, while it works.
+async fn erasure_subscriber(state: &AppState, raw: &str) -> Result<LinkedSubscriber, ApiError> {
+    let token = ExpiringToken::parse(raw)?;
+    let subscriber = state
+        .store
+        .linked_subscriber(token.id)
+        .await?
+        .ok_or_else(|| ApiError::from(LinkTokenError::BadSignature))?;
+    state
+        .links
+        .verify_expiring(&token, subscriber.link_key, crate::store::now().timestamp())?;
+    Ok(subscriber)
+}
+
+fn erasure_csrf(state: &AppState, token: &str) -> String {
+    state.links.keyed(format!("erasure-csrf:{token}").as_bytes())
+}
+
+/// `GET /preferences/erase?token=…`: what erasing means, and the button that does it. Changes
+/// nothing (mail scanners open links).
+pub async fn erase_page(State(state): State<AppState>, RawQuery(query): RawQuery) -> Response {
+    let raw = query_param(query.as_deref(), "token").unwrap_or_default();
+    let result = async {
+        let subscriber = erasure_subscriber(&state, &raw).await?;
+        Ok::<_, ApiError>(page(
+            StatusCode::OK,
+            &ErasePage {
+                token: &raw,
+                csrf: &erasure_csrf(&state, &raw),
+                email: &masked(&subscriber.email),
+            },
+        ))
+    }
+    .await;
+    result.unwrap_or_else(ApiError::into_html)
+}
+
+/// `POST /preferences/erase` (`token`, `csrf`): erases the address everywhere, as
+/// `DELETE /api/subscribers/{email}` does.
+pub async fn erase(State(state): State<AppState>, RawBody(bytes): RawBody) -> Response {
+    let form = super::dashboard::form_fields(&bytes);
+    let token = super::dashboard::field(&form, "token").to_owned();
+    let result = async {
+        let subscriber = erasure_subscriber(&state, &token).await?;
+        let expected = erasure_csrf(&state, &token);
+        if !bool::from(
+            super::dashboard::field(&form, "csrf")
+                .as_bytes()
+                .ct_eq(expected.as_bytes()),
+        ) {
+            return Err(bad_csrf());
+        }
+        let email = EmailAddress::parse(&subscriber.email)
+            .map_err(|e| ApiError::invalid("invalid_email", "email", e.to_string()))?;
+        crate::privacy::erase(&state.store, state.links.secret(), &state.config.outbox_dir, &email).await?;
+        tracing::info!("an address was erased at its reader's request");
+        Ok(super::pages::message(
+            StatusCode::OK,
+            "Your data is deleted",
+            "We've deleted everything we held about your address. You won't get any more email from us.",
+            false,
+        ))
+    }
+    .await;
+    result.unwrap_or_else(ApiError::into_html)
+}
+
+fn bad_csrf() -> ApiError {
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        "bad_csrf",
+        "This form has expired or was not made for this link. Please open the link from your email again.",
+    )
 }
 
 fn urlencoding(s: &str) -> String {

@@ -1,7 +1,7 @@
 //! Links put in emails: signed unsubscribe and preference URLs under `BULLETIN_PUBLIC_URL`.
 
 use crate::config::Config;
-use crate::domain::{LinkPurpose, LinkToken, LinkTokenError, sign_link};
+use crate::domain::{ExpiringToken, LinkPurpose, LinkToken, LinkTokenError, sign_expiring, sign_link};
 
 #[derive(Clone)]
 pub struct Links {
@@ -39,6 +39,24 @@ impl Links {
             "/preferences?token={}",
             sign_link(&self.secret, LinkPurpose::Preferences, subscriber_id, link_key)
         ))
+    }
+
+    /// The page that erases everything about a subscriber, working until `expires` (Unix seconds).
+    pub fn erasure_url(&self, subscriber_id: i64, link_key: Option<i64>, expires: i64) -> String {
+        self.link(&format!(
+            "/preferences/erase?token={}",
+            sign_expiring(&self.secret, LinkPurpose::Erasure, subscriber_id, link_key, expires)
+        ))
+    }
+
+    /// Whether an expiring `token` was signed for the row it names and has not expired at `now`.
+    pub fn verify_expiring(
+        &self,
+        token: &ExpiringToken,
+        link_key: Option<i64>,
+        now: i64,
+    ) -> Result<i64, LinkTokenError> {
+        token.verify(&self.secret, LinkPurpose::Erasure, link_key, now)
     }
 
     /// Whether `token` was signed for the row it names, whose link key is `link_key`.

@@ -64,35 +64,98 @@ pub fn list_headers(list: &List, unsubscribe_url: &str, namespace: &str) -> Vec<
     ]
 }
 
+/// What the reader-facing notices say (the preference link, the erasure link, their data): one
+/// layout, `preference.{html,txt}`.
+struct Notice<'a> {
+    heading: &'a str,
+    body: &'a str,
+    button: &'a str,
+    url: Option<&'a str>,
+    footer: &'a str,
+}
+
 #[derive(Template)]
 #[template(path = "preference.html")]
-struct PreferenceHtml<'a> {
-    url: &'a str,
+struct NoticeHtml<'a> {
+    notice: &'a Notice<'a>,
 }
 
 #[derive(Template)]
 #[template(path = "preference.txt")]
-struct PreferenceText<'a> {
-    url: &'a str,
+struct NoticeText<'a> {
+    notice: &'a Notice<'a>,
 }
 
-/// The email with a link to the reader's preference centre (asked for at `/preferences`).
-pub fn preference_link_email(recipient: &str, url: &str) -> NewOutboxMessage {
+/// The file name of the data a reader asked for, attached to their email.
+pub const DATA_ATTACHMENT: &str = "bulletin-data.json";
+
+/// What a `preference` email with parameters carries besides its bodies: the reader's data.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct AttachmentParams {
+    data: String,
+}
+
+fn notice_email(recipient: &str, subject: &str, notice: &Notice<'_>, params: Option<String>) -> NewOutboxMessage {
     NewOutboxMessage {
         kind: "preference",
         priority: PRIORITY_TRANSACTIONAL,
         recipient: recipient.to_owned(),
-        subject: "Manage your newsletters".to_owned(),
+        subject: subject.to_owned(),
         text_body: Some(
-            PreferenceText { url }
+            NoticeText { notice }
                 .render()
-                .unwrap_or_else(|_| format!("Manage your newsletters: {url}\n")),
+                .unwrap_or_else(|_| notice.body.to_owned()),
         ),
-        html_body: Some(PreferenceHtml { url }.render().unwrap_or_default()),
-        params: None,
+        html_body: Some(NoticeHtml { notice }.render().unwrap_or_default()),
+        params,
         headers: Vec::new(),
         subscription_id: None,
     }
+}
+
+/// The email with a link to the reader's preference centre (asked for at `/preferences`).
+pub fn preference_link_email(recipient: &str, url: &str) -> NewOutboxMessage {
+    let notice = Notice {
+        heading: "Manage your newsletters",
+        body: "Open this page to join or leave each of our newsletters.",
+        button: "Manage your newsletters",
+        url: Some(url),
+        footer: "You get this email because someone asked for a link to manage the newsletters of this \
+                 address. If it wasn't you, ignore it: nothing changes unless the link is used.",
+    };
+    notice_email(recipient, "Manage your newsletters", &notice, None)
+}
+
+/// The email with the link that erases everything about the reader ("Delete everything").
+pub fn erasure_link_email(recipient: &str, url: &str) -> NewOutboxMessage {
+    let notice = Notice {
+        heading: "Delete your data",
+        body: "Open this page to delete everything we hold about this address: your subscriptions, \
+               their consent records and the record of the emails we sent you. The link works for \
+               one hour.",
+        button: "Delete my data",
+        url: Some(url),
+        footer: "You get this email because someone asked, from this address's preference page, to \
+                 delete its data. If it wasn't you, ignore it: nothing is deleted unless you confirm \
+                 on that page.",
+    };
+    notice_email(recipient, "Delete your data", &notice, None)
+}
+
+/// The email that carries everything stored about the reader, as JSON (`data`), attached.
+pub fn data_email(recipient: &str, data: String) -> NewOutboxMessage {
+    let notice = Notice {
+        heading: "Your data",
+        body: "Attached is everything we hold about this address, as JSON: your subscriptions with \
+               their consent and confirmation records, confirmations waiting, the emails we sent you \
+               and any suppression.",
+        button: "",
+        url: None,
+        footer: "You get this email because someone asked for this address's data from its preference \
+                 page. It is sent only to the address itself.",
+    };
+    let params = serde_json::to_string(&AttachmentParams { data }).ok();
+    notice_email(recipient, "Your data", &notice, params)
 }
 
 /// The email a subscriber receives once a list is confirmed.
@@ -250,27 +313,42 @@ impl Composer {
                     serde_json::from_str(params).map_err(|e| format!("unreadable confirmation parameters: {e}"))?;
                 render_confirmation(&params, links)
             }
+            (Some(params), "preference") => {
+                let params: AttachmentParams =
+                    serde_json::from_str(params).map_err(|e| format!("unreadable attachment parameters: {e}"))?;
+                return self.build(&Parts {
+                    attachment: Some((DATA_ATTACHMENT, params.data.into_bytes())),
+                    ..self.stored_parts(msg)
+                });
+            }
             (Some(_), kind) => return Err(format!("a {kind} email cannot be rendered from parameters")),
-            (None, _) => (
-                msg.text_body.clone().unwrap_or_default(),
-                msg.html_body.clone().unwrap_or_default(),
-            ),
+            (None, _) => return self.build(&self.stored_parts(msg)),
         };
         self.build(&Parts {
+            text,
+            html,
+            ..self.stored_parts(msg)
+        })
+    }
+
+    /// The parts of an outbox row as stored (its bodies, its headers).
+    fn stored_parts<'a>(&self, msg: &'a OutboxMessage) -> Parts<'a> {
+        Parts {
             kind: &msg.kind,
             id: msg.id,
             recipient: &msg.recipient,
             subject: &msg.subject,
-            text,
-            html,
+            text: msg.text_body.clone().unwrap_or_default(),
+            html: msg.html_body.clone().unwrap_or_default(),
             headers: msg.extra_headers(),
-        })
+            attachment: None,
+        }
     }
 
     /// The wire form of one message. Without DKIM it is assembled directly (`mime`); with DKIM,
     /// lettre builds and signs it.
     pub fn build(&self, parts: &Parts<'_>) -> Result<(Envelope, Vec<u8>), String> {
-        if self.dkim.is_some() {
+        if self.dkim.is_some() || parts.attachment.is_some() {
             return self.build_signed(parts);
         }
         if let Some((name, _)) = parts.headers.iter().find(|(name, _)| !mime::is_header_name(name)) {
@@ -312,11 +390,18 @@ impl Composer {
             let name = HeaderName::new_from_ascii(name.clone()).map_err(|e| format!("bad header name: {e}"))?;
             builder = builder.raw_header(HeaderValue::new(name, value.clone()));
         }
+        let bodies = MultiPart::alternative_plain_html(parts.text.clone(), parts.html.clone());
+        let body = match &parts.attachment {
+            Some((name, content)) => MultiPart::mixed().multipart(bodies).singlepart(
+                lettre::message::Attachment::new((*name).to_owned()).body(
+                    content.clone(),
+                    lettre::message::header::ContentType::parse("application/json").map_err(|e| e.to_string())?,
+                ),
+            ),
+            None => bodies,
+        };
         let mut message = builder
-            .multipart(MultiPart::alternative_plain_html(
-                parts.text.clone(),
-                parts.html.clone(),
-            ))
+            .multipart(body)
             .map_err(|e| format!("cannot build message: {e}"))?;
         // Last: the signature covers only what the message already has.
         if let Some(dkim) = &self.dkim {
@@ -388,6 +473,7 @@ impl Composer {
                 text,
                 html,
                 headers: list_headers(&digest.list, unsubscribe_url, namespace),
+                attachment: None,
             });
         }
         let envelope = self.envelope(recipient)?;
@@ -428,6 +514,8 @@ pub struct Parts<'a> {
     pub text: String,
     pub html: String,
     pub headers: Vec<(String, String)>,
+    /// A file attached (name, content): the reader's data.
+    pub attachment: Option<(&'a str, Vec<u8>)>,
 }
 
 #[cfg(test)]

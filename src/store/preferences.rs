@@ -37,6 +37,8 @@ pub enum Joined {
 /// confirmation emails.
 const LINK_GAP: TimeDelta = TimeDelta::minutes(5);
 const LINKS_PER_DAY: i32 = 5;
+/// The email of a reader's data: one per day.
+const DATA_GAP: TimeDelta = TimeDelta::hours(24);
 
 /// The last preference-link email, the start of its day's count, and the count.
 type LinkCaps = (Option<DateTime<Utc>>, Option<DateTime<Utc>>, i32);
@@ -176,6 +178,35 @@ impl Store {
             .bind(subscriber_id)
             .execute(&mut *tx)
             .await?;
+            Store::enqueue_in(&mut tx, message, now).await?;
+            tx.commit().await?;
+            Ok(true)
+        })
+    }
+
+    /// Queues the email of a reader's data, at most one per `DATA_GAP`: `false` when one went
+    /// out more recently (or the subscriber is gone).
+    pub async fn queue_data_mail(&self, subscriber_id: i64, message: &NewOutboxMessage) -> Result<bool> {
+        let now = now();
+        on_writer!(self, |pool, d| {
+            let mut tx = super::begin(pool, d.begin_write).await?;
+            let last: Option<Option<DateTime<Utc>>> = sqlx::query_scalar(AssertSqlSafe(format!(
+                "SELECT data_mail_at FROM subscribers WHERE id = $1 {}",
+                d.for_update
+            )))
+            .bind(subscriber_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            match last {
+                None => return Ok(false),
+                Some(Some(last)) if now - last < DATA_GAP => return Ok(false),
+                Some(_) => {}
+            }
+            sqlx::query("UPDATE subscribers SET data_mail_at = $1 WHERE id = $2")
+                .bind(now)
+                .bind(subscriber_id)
+                .execute(&mut *tx)
+                .await?;
             Store::enqueue_in(&mut tx, message, now).await?;
             tx.commit().await?;
             Ok(true)

@@ -2,7 +2,8 @@
 //! proven, else by double opt-in), leave, leave all; forms bound to their token; links emailed on
 //! request without saying whether an address is known.
 
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
 
 use crate::on_both_backends;
 use crate::support::app::{Backend, MAIL_WAIT, TestApp, find_link};
@@ -15,6 +16,8 @@ on_both_backends!(
     joining_without_a_proven_address_starts_a_double_opt_in,
     preference_links_by_email_reveal_nothing_and_are_capped,
     every_digest_carries_a_working_preferences_link,
+    a_reader_gets_their_data_by_email_once_a_day,
+    delete_everything_works_only_from_the_emailed_link,
 );
 
 async fn mail_to(app: &TestApp, to: &str, subject_part: &str) -> Received {
@@ -372,4 +375,110 @@ async fn every_digest_carries_a_working_preferences_link(backend: Backend) {
     );
     let page = open(&app, &link).await;
     assert!(page.html.contains(r#"data-status="daily">Subscribed"#), "{}", page.html);
+}
+
+async fn stored(app: &TestApp, email: &str) -> StatusCode {
+    app.admin(Method::GET, &format!("/api/subscribers/{email}"))
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+async fn a_reader_gets_their_data_by_email_once_a_day(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    app.create_list("daily", "Daily Briefing").await;
+    let reader = "mydata@news.example";
+    signup_and_confirm(&app, reader, &["daily"]).await;
+    let page = open(&app, &preferences_link(&app, reader).await).await;
+    assert!(page.html.contains("Email me my data"), "{}", page.html);
+
+    let r = act(&app, &page, "send_data", "").await;
+    assert_eq!(r.status(), 200);
+    let html = r.text().await.unwrap();
+    assert!(html.contains("sent your data to your address"), "{html}");
+    // The page shows nothing of the data: it goes to the address only.
+    assert!(!html.contains("consent_at") && !html.contains(reader), "{html}");
+    let mail = mail_to(&app, reader, "Your data").await;
+    let attached = mail.attachment("bulletin-data.json").expect("the data attached");
+    let data: Value = serde_json::from_slice(&attached).unwrap();
+    assert_eq!(data["subscriber"]["email"], reader, "{data}");
+    let subscriptions = data["subscriptions"].as_array().unwrap();
+    assert_eq!(subscriptions.len(), 1, "{data}");
+    assert_eq!(subscriptions[0]["list_slug"], "daily", "{data}");
+    assert!(subscriptions[0]["consent_at"].is_string(), "{data}");
+    assert!(
+        data["deliveries"].as_array().is_some_and(|d| !d.is_empty()),
+        "the welcome email is on record: {data}"
+    );
+
+    // Once a day: the second request is told so and queues nothing.
+    let again = act(&app, &page, "send_data", "").await;
+    let html = again.text().await.unwrap();
+    assert!(html.contains("less than a day ago"), "{html}");
+    let queued = app
+        .sql_strings("SELECT CAST(COUNT(*) AS TEXT) FROM outbox WHERE subject = 'Your data'")
+        .await;
+    assert_eq!(queued, ["1"]);
+}
+
+async fn delete_everything_works_only_from_the_emailed_link(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    app.create_list("daily", "Daily Briefing").await;
+    let reader = "forget@news.example";
+    signup_and_confirm(&app, reader, &["daily"]).await;
+    let preferences = preferences_link(&app, reader).await;
+    let page = open(&app, &preferences).await;
+
+    let r = act(&app, &page, "erase", "").await;
+    let html = r.text().await.unwrap();
+    assert!(html.contains("link to delete everything"), "{html}");
+    assert_eq!(stored(&app, reader).await, 200, "asking erases nothing");
+    let mail = mail_to(&app, reader, "Delete your data").await;
+    let link = find_link(&mail.text_body(), &app.url("/preferences/erase?token=")).expect("an erasure link");
+    assert!(mail.text_body().contains("one hour"), "{}", mail.text_body());
+
+    // Opening the link only shows the button (mail scanners open links).
+    let r = app.client.get(&link).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let html = r.text().await.unwrap();
+    assert!(
+        html.contains("Delete everything") && html.contains("f•••@news.example"),
+        "{html}"
+    );
+    assert_eq!(stored(&app, reader).await, 200);
+    let erase_form = Page {
+        token: hidden(&html, "token"),
+        csrf: hidden(&html, "csrf"),
+        html,
+    };
+    let post = |token: &str, csrf: &str| {
+        app.client
+            .post(app.url("/preferences/erase"))
+            .form(&[("token", token.to_owned()), ("csrf", csrf.to_owned())])
+            .send()
+    };
+
+    // The preference token (in forwarded mail) erases nothing; nor does a moved expiry, or the
+    // erasure token with another form's csrf.
+    assert_eq!(post(&page.token, &page.csrf).await.unwrap().status(), 400);
+    let (id, rest) = erase_form.token.split_once('.').unwrap();
+    let (expires, signature) = rest.split_once('.').unwrap();
+    let later = format!("{id}.{}.{signature}", expires.parse::<i64>().unwrap() + 86_400);
+    assert_eq!(post(&later, &erase_form.csrf).await.unwrap().status(), 404);
+    assert_eq!(post(&erase_form.token, &page.csrf).await.unwrap().status(), 403);
+    assert_eq!(stored(&app, reader).await, 200, "nothing erased yet");
+
+    let r = post(&erase_form.token, &erase_form.csrf).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("Your data is deleted"));
+    assert_eq!(stored(&app, reader).await, 404);
+    assert!(app.subscribers("daily").await.is_empty());
+    // The link, and the preference link, are dead with the row.
+    assert_eq!(app.client.get(&link).send().await.unwrap().status(), 404);
+    assert_eq!(app.client.get(&preferences).send().await.unwrap().status(), 404);
 }

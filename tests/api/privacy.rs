@@ -12,6 +12,7 @@ use crate::support::fixtures::{import_confirmed, import_report, push_items, sign
 on_both_backends!(
     a_readers_data_on_request,
     erasure_leaves_nothing_of_the_address,
+    erasure_during_a_digest_send_leaves_nothing_and_stops_its_mail,
     after_erasure_imports_skip_left_lists_and_a_signup_starts_over,
     a_manual_suppression_outlives_erasure,
 );
@@ -119,6 +120,72 @@ async fn a_readers_data_on_request(backend: Backend) {
     assert!(String::from_utf8_lossy(&out.stderr).contains("nothing is stored"));
 }
 
+/// On SQLite: not a byte of `erase@news` in the database file, free pages included, nor in its
+/// WAL; `present`, another reader's address, is found by the same scan.
+fn assert_no_bytes_of_erase(app: &TestApp, present: &str) {
+    let TestDb::Sqlite { url, .. } = &app.db else {
+        return;
+    };
+    let path = url.trim_start_matches("sqlite://");
+    for file in [path.to_owned(), format!("{path}-wal")] {
+        let Ok(bytes) = std::fs::read(&file) else { continue };
+        let found = bytes.windows(b"erase@news".len()).any(|w| w == b"erase@news");
+        assert!(!found, "{file} still holds the address");
+    }
+    let bytes = std::fs::read(path).unwrap();
+    assert!(
+        bytes.windows(present.len()).any(|w| w == present.as_bytes()),
+        "the scan would see an address"
+    );
+}
+
+async fn erasure_during_a_digest_send_leaves_nothing_and_stops_its_mail(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    app.create_list("daily", "Daily Briefing").await;
+    let mut readers: Vec<String> = (0..40).map(|i| format!("r{i}@news.example")).collect();
+    readers.push("erase@news.example".to_owned());
+    import_confirmed(&app, "daily", &readers).await;
+    push_items(&app, "daily", &[("a", "Story A", 5)]).await;
+    // Slow replies keep the send in flight while the address is erased.
+    app.smtp.stall(std::time::Duration::from_millis(40));
+    let r = app
+        .admin(Method::POST, "/api/lists/daily/digests")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    wait_until("the send has started", || async {
+        !app.sql_strings("SELECT status FROM deliveries WHERE status = 'sent'")
+            .await
+            .is_empty()
+    })
+    .await;
+    assert_eq!(erase(&app, "erase@news.example").await, StatusCode::NO_CONTENT);
+    let sent_before = app.smtp.messages_to("erase@news.example").len();
+    app.smtp.stall(std::time::Duration::ZERO);
+    wait_until("the digest is done", || async {
+        app.sql_strings("SELECT status FROM digests").await == ["done"]
+    })
+    .await;
+
+    // At most the one message already on the wire; nothing of the address written back since.
+    let to_erased = app.smtp.messages_to("erase@news.example").len();
+    assert!(to_erased <= sent_before.max(1), "{to_erased} after {sent_before}");
+    assert_eq!(rows_naming(&app).await, Vec::<String>::new());
+    assert_eq!(data_of(&app, "erase@news.example").await.0, StatusCode::NOT_FOUND);
+    for reader in &readers[..40] {
+        assert_eq!(app.smtp.messages_to(reader).len(), 1, "{reader}");
+    }
+    assert_eq!(
+        app.sql_strings("SELECT status FROM deliveries WHERE status <> 'sent'")
+            .await,
+        Vec::<String>::new()
+    );
+    assert_no_bytes_of_erase(&app, "r1@news");
+}
+
 /// Rows anywhere that still name `needle` (every text column a reader's address can be in).
 async fn rows_naming(app: &TestApp) -> Vec<String> {
     app.sql_strings(
@@ -224,20 +291,7 @@ async fn erasure_leaves_nothing_of_the_address(backend: Backend) {
         .clone();
     assert_eq!(daily["counts"]["confirmed"], 1, "{daily}");
 
-    if let TestDb::Sqlite { url, .. } = &app.db {
-        // Not a byte of the address in the database file, free pages included, nor in its WAL.
-        let path = url.trim_start_matches("sqlite://");
-        for file in [path.to_owned(), format!("{path}-wal")] {
-            let Ok(bytes) = std::fs::read(&file) else { continue };
-            let found = bytes.windows(b"erase@news".len()).any(|w| w == b"erase@news");
-            assert!(!found, "{file} still holds the address");
-        }
-        let bytes = std::fs::read(path).unwrap();
-        assert!(
-            bytes.windows(b"keep@news".len()).any(|w| w == b"keep@news"),
-            "the scan would see an address"
-        );
-    }
+    assert_no_bytes_of_erase(&app, "keep@news");
 }
 
 async fn after_erasure_imports_skip_left_lists_and_a_signup_starts_over(backend: Backend) {

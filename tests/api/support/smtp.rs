@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::Poll;
 use std::time::Duration;
 
-use mail_parser::{Message, MessageParser, parsers::MessageStream};
+use mail_parser::{Message, MessageParser, MimeHeaders, parsers::MessageStream};
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::watch;
@@ -98,6 +98,15 @@ impl Received {
                     .and_then(|p| p.text_contents().map(str::to_owned))
             })
             .unwrap_or_default()
+    }
+
+    /// The content of the attachment named `name`, decoded.
+    pub fn attachment(&self, name: &str) -> Option<Vec<u8>> {
+        self.parsed().and_then(|m| {
+            m.attachments()
+                .find(|a| a.attachment_name() == Some(name))
+                .map(|a| a.contents().to_vec())
+        })
     }
 
     /// The first `text/html` body part, decoded; empty if the message has none.
