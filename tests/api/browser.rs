@@ -4,7 +4,7 @@
 
 use serde_json::json;
 
-use crate::support::app::{ADMIN_TOKEN, Backend, MAIL_WAIT, TestApp};
+use crate::support::app::{ADMIN_TOKEN, Backend, MAIL_WAIT, TestApp, find_link};
 use crate::support::browser::{Browser, Session, Viewport};
 use crate::support::feed_server::FeedServer;
 use crate::support::fixtures::{import_confirmed, push_items, rss};
@@ -512,14 +512,17 @@ async fn the_signup_box_on_an_article(viewport: Viewport) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_signup_box_without_script_on_a_phone() {
+    the_signup_box_without_script(Viewport::Phone).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_signup_box_without_script_on_a_desktop() {
     the_signup_box_without_script(Viewport::Desktop).await
 }
 
 /// Without script the form posts to Bulletin's own page: the same messages, and a link back
-/// to the article. (Desktop only for now: with script off and phone emulation on, chromedriver
-/// loses the renderer after the form's post; the pages' phone layout is covered by the journey
-/// with script.)
+/// to the article.
 async fn the_signup_box_without_script(viewport: Viewport) {
     let Some(browser) = Browser::start().await else {
         return;
@@ -617,6 +620,26 @@ async fn managing_newsletters(viewport: Viewport) {
     page.shot("left-all").await;
     page.assert_no_sideways_scroll("the preference centre after leaving")
         .await;
+
+    // Delete everything: a link by email, and its page's button.
+    page.click("form.your-data button[value=erase]").await;
+    page.wait_for_text("link to delete everything").await;
+    let mail = app
+        .smtp
+        .wait_for(
+            |m| m.subject().is_some_and(|s| s.contains("Delete your data")),
+            MAIL_WAIT,
+        )
+        .await;
+    let link = find_link(&mail.text_body(), &app.url("/preferences/erase?token=")).expect("an erasure link");
+    page.goto(&link).await;
+    page.wait_for("button.danger").await;
+    page.shot("erase").await;
+    page.assert_no_sideways_scroll("the erasure page").await;
+    page.click("button.danger").await;
+    page.wait_for_text("Your data is deleted").await;
+    assert_eq!(status_in_daily(&app, "reader@news.example").await, None);
+    page.shot("erased").await;
 
     // Without a link: the form that emails one.
     page.goto(&app.url("/preferences")).await;

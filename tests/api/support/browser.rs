@@ -178,7 +178,9 @@ impl Browser {
         ];
         // The window size alone is not the page's size; device metrics (CDP
         // Emulation.setDeviceMetricsOverride) make window.innerWidth exact, at ratio 1.
-        let mobile = viewport == Viewport::Phone;
+        // With script off, mobile emulation makes chromedriver lose the renderer after a form's
+        // post: the phone's size then comes without the touch and mobile flags.
+        let mobile = viewport == Viewport::Phone && script;
         let mut chrome = json!({
             "args": args,
             "mobileEmulation": {
