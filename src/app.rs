@@ -148,6 +148,10 @@ impl Application {
             sender_wake: state.sender_wake.clone(),
         };
         let scheduler_task = tokio::spawn(scheduler.run(shutdown_rx.clone()));
+        let metrics_task = tokio::spawn(crate::telemetry::upkeep(
+            crate::telemetry::handle(),
+            shutdown_rx.clone(),
+        ));
 
         let server = crate::http::server::serve(
             listener,
@@ -167,6 +171,7 @@ impl Application {
         let _ = poller_task.await;
         let _ = digests_task.await;
         let _ = scheduler_task.await;
+        let _ = metrics_task.await;
         state.store.close().await;
         served
     }

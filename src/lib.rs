@@ -19,6 +19,7 @@ pub mod privacy;
 pub mod schedule;
 pub mod signup;
 pub mod store;
+pub mod telemetry;
 
 pub use app::Application;
 pub use config::Config;

@@ -197,6 +197,13 @@ impl Job {
         }
     }
 
+    fn kind(&self) -> &str {
+        match self {
+            Job::Outbox(m) => &m.kind,
+            Job::Delivery(_) => "digest",
+        }
+    }
+
     fn attempts(&self) -> i32 {
         match self {
             Job::Outbox(m) => m.attempts,
@@ -371,6 +378,7 @@ impl Worker {
                 Ok(true) => {
                     self.digests.remove(&id);
                     tracing::info!(digest = id, "digest done");
+                    crate::telemetry::digest("done");
                 }
                 Ok(false) => {}
                 Err(e) => tracing::warn!(digest = id, error = %e, "cannot update digest status"),
@@ -427,25 +435,39 @@ impl Worker {
         built: Result<(lettre::address::Envelope, Vec<u8>), PrepareError>,
     ) -> Outcome {
         let store = self.sender.store.clone();
-        let (queue, id) = (job.queue(), job.id());
+        let (queue, id, kind) = (job.queue(), job.id(), job.kind());
         let (envelope, raw) = match built {
             Ok(built) => built,
             Err(PrepareError::Compose(e)) => {
                 record(store.queue_fail(queue, id, "failed", &e).await);
+                crate::telemetry::delivery(kind, "failed");
                 return Outcome::Continue;
             }
             // The database is unavailable: give the message back and wait.
             Err(PrepareError::Database(e)) => return Outcome::SessionFailed(format!("database: {e}")),
         };
-        let kind = match job {
-            Job::Outbox(m) => m.kind.as_str(),
-            Job::Delivery(_) => "digest",
-        };
         let name = format!("{id:010}-{kind}");
+        let started = std::time::Instant::now();
         let result = match self.sender.transport.clone() {
             Transport::Files(dir) => write_eml(&dir, &name, &raw).await.map(|_| ()),
             Transport::Smtp(settings) => self.send_smtp(settings, &envelope, &raw).await,
         };
+        if !matches!(result, Err(SendError::Session(_))) {
+            crate::telemetry::smtp_send(started.elapsed());
+        }
+        let outcome = match &result {
+            Ok(()) => "sent",
+            Err(SendError::Transient(_))
+                if u32::try_from(job.attempts()).unwrap_or(0) + 1 < self.sender.config.max_attempts =>
+            {
+                "deferred"
+            }
+            Err(SendError::Session(_)) => "",
+            Err(_) => "failed",
+        };
+        if !outcome.is_empty() {
+            crate::telemetry::delivery(kind, outcome);
+        }
         match result {
             Ok(()) => {
                 if self.session_backoff.take().is_some() {
@@ -594,6 +616,23 @@ impl Wanted {
             .collect();
         if !unwanted.is_empty() {
             tracing::debug!(count = unwanted.len(), ?queue, "no longer wanted: cancelled");
+            let keys: Vec<&str> = claimed
+                .iter()
+                .filter(|c| !self.ids.contains(&c.id))
+                .flat_map(|c| [c.email_key, c.erased_key])
+                .collect();
+            let suppressed = store.suppressed_among(&keys).await.unwrap_or_default();
+            for (job, c) in jobs.iter().zip(&claimed) {
+                if self.ids.contains(&c.id) {
+                    continue;
+                }
+                let why = if suppressed.contains(c.email_key) || suppressed.contains(c.erased_key) {
+                    "suppressed"
+                } else {
+                    "cancelled"
+                };
+                crate::telemetry::delivery(job.kind(), why);
+            }
             record(
                 store
                     .queue_cancel(

@@ -309,6 +309,7 @@ pub async fn queue(
     let (id, created) = create(store, config, list, request, idempotency_key).await?;
     if created {
         finish_enqueue(store, id).await?;
+        crate::telemetry::digest("queued");
     }
     Ok((store.digest(id).await?, created))
 }

@@ -105,6 +105,12 @@ impl Poller {
     /// Fetches and parses a feed this poller holds, then stores its items together with the
     /// outcome (which frees the lease). A failure keeps every stored item.
     async fn poll_claimed(&self, feed: &Feed) -> Result<IngestCounts, PollError> {
+        let result = self.fetch_and_record(feed).await;
+        crate::telemetry::feed_poll(if result.is_ok() { "ok" } else { "error" });
+        result
+    }
+
+    async fn fetch_and_record(&self, feed: &Feed) -> Result<IngestCounts, PollError> {
         let interval = TimeDelta::seconds(feed.poll_interval_secs.max(1));
         match self.fetch(feed).await {
             Ok((items, etag, last_modified)) => {

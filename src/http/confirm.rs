@@ -154,6 +154,9 @@ pub async fn confirm(
         Ok(ConfirmOutcome::Confirmed { lists, newly }) => {
             if !newly.is_empty() {
                 tracing::info!(confirmed = newly.len(), "subscriptions confirmed");
+                for _ in &newly {
+                    crate::telemetry::confirmation();
+                }
                 state.wake_sender();
             }
             lists

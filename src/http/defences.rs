@@ -144,6 +144,9 @@ pub async fn rate_limit(State(state): State<AppState>, request: Request, next: N
     match state.rate_limiter.check(ip, Instant::now()) {
         Ok(()) => next.run(request).await,
         Err(wait) => {
+            if request.uri().path() == "/subscriptions" {
+                crate::telemetry::signup("rate_limited");
+            }
             let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
             let err = ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,

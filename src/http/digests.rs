@@ -172,7 +172,10 @@ pub async fn cancel(State(state): State<AppState>, IdPath(id): IdPath) -> Result
 /// Cancels a digest's unsent deliveries: the digest as it is then.
 pub(super) async fn cancel_digest(state: &AppState, id: i64) -> Result<crate::store::DigestView, ApiError> {
     match state.store.cancel_digest(id).await {
-        Ok(true) => Ok(state.store.digest(id).await?),
+        Ok(true) => {
+            crate::telemetry::digest("cancelled");
+            Ok(state.store.digest(id).await?)
+        }
         Ok(false) => Err(ApiError::new(
             StatusCode::CONFLICT,
             "digest_finished",

@@ -32,6 +32,16 @@ struct Inner<'a> {
 }
 
 impl ApiError {
+    /// The outcome a metric counts this error under.
+    pub fn outcome(&self) -> &'static str {
+        match self.status {
+            StatusCode::TOO_MANY_REQUESTS => "rate_limited",
+            StatusCode::SERVICE_UNAVAILABLE => "unavailable",
+            s if s.is_client_error() => "invalid",
+            _ => "error",
+        }
+    }
+
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         Self {
             status,

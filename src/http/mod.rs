@@ -247,9 +247,14 @@ pub fn router(state: AppState) -> Router {
         )
         .route_layer(middleware::from_fn_with_state(state.clone(), admin::require_admin));
 
+    let metrics = Router::new()
+        .route("/metrics", get(health::metrics))
+        .route_layer(middleware::from_fn_with_state(state.clone(), admin::require_admin));
+
     Router::new()
         .merge(public)
         .merge(dashboard)
+        .merge(metrics)
         .nest("/api", api)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -257,6 +262,7 @@ pub fn router(state: AppState) -> Router {
             ApiError::internal("a handler panicked").into_response()
         }))
         .layer(middleware::from_fn_with_state(state.clone(), defences::guard))
+        .layer(middleware::from_fn(health::count_requests))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
             // The route template only: query strings carry tokens, and a web version's address
             // works like a password; neither may reach a log.

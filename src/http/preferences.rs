@@ -161,16 +161,19 @@ pub async fn act(State(state): State<AppState>, Origin(origin): Origin, RawBody(
                 for l in &lists {
                     if let (Some(id), Some(SubscriptionStatus::Confirmed | SubscriptionStatus::Pending)) =
                         (l.subscription_id, l.status)
+                        && state.store.unsubscribe(id).await?
                     {
-                        state.store.unsubscribe(id).await?;
+                        crate::telemetry::unsubscribe(crate::telemetry::Via::Preferences);
                     }
                 }
                 tracing::info!(subscriber = subscriber.id, "left every list from the preference centre");
                 "left_all"
             }
             ("leave", Some(l)) => {
-                if let Some(id) = l.subscription_id {
-                    state.store.unsubscribe(id).await?;
+                if let Some(id) = l.subscription_id
+                    && state.store.unsubscribe(id).await?
+                {
+                    crate::telemetry::unsubscribe(crate::telemetry::Via::Preferences);
                 }
                 tracing::info!(subscriber = subscriber.id, list = %l.list.slug, "left from the preference centre");
                 "left"

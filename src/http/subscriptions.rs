@@ -53,7 +53,12 @@ pub async fn subscribe(
     }
     .await;
 
-    match (result, format) {
+    crate::telemetry::signup(match &result {
+        Ok(true) => "accepted",
+        Ok(false) => "dropped",
+        Err(e) => e.outcome(),
+    });
+    match (result.map(|_| ()), format) {
         (Ok(()), Format::Json) => (
             StatusCode::ACCEPTED,
             Json(serde_json::json!({"status": "confirmation_sent", "message": THANKS})),
@@ -81,11 +86,11 @@ async fn signup(
     state: &AppState,
     request: &SignupRequest,
     origin: &crate::store::RequestOrigin,
-) -> Result<(), ApiError> {
+) -> Result<bool, ApiError> {
     if request.website.as_deref().is_some_and(|v| !v.trim().is_empty()) {
         // A bot: the same answer as a person gets, so it learns nothing; nothing stored or sent.
         tracing::info!("signup dropped: the honeypot field was filled");
-        return Ok(());
+        return Ok(false);
     }
     let email = match request.email.as_deref().map(str::trim) {
         None | Some("") => {
@@ -100,7 +105,8 @@ async fn signup(
         }
     };
     let lists = resolve_lists(state, &request.lists).await?;
-    start_opt_in(state, email, lists, origin.clone()).await
+    start_opt_in(state, email, lists, origin.clone()).await?;
+    Ok(true)
 }
 
 /// Records a signup for `lists` with the next batch and queues its confirmation email (subject

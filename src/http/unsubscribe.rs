@@ -61,12 +61,26 @@ pub async fn unsubscribe_page(State(state): State<AppState>, RawQuery(query): Ra
 
 /// `POST /unsubscribe?token=…`: unsubscribes at once, whatever the body (`List-Unsubscribe=One-Click`
 /// as a form or multipart, or the page's button). Idempotent; `200`, never a redirect.
-pub async fn unsubscribe(State(state): State<AppState>, headers: HeaderMap, RawQuery(query): RawQuery) -> Response {
+pub async fn unsubscribe(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+    body: axum::body::Bytes,
+) -> Response {
     let format = Format::of(&headers);
     let raw = query_param(query.as_deref(), "token").unwrap_or_default();
+    // A mail client's one-click POST names `List-Unsubscribe=One-Click` (as a form or multipart);
+    // the page's button does not.
+    let via = if body.windows(b"One-Click".len()).any(|w| w == b"One-Click") {
+        crate::telemetry::Via::OneClick
+    } else {
+        crate::telemetry::Via::Page
+    };
     let result = async {
         let (id, info) = linked(&state, &raw).await?;
-        state.store.unsubscribe_linked(id, info.link_key).await?;
+        if state.store.unsubscribe_linked(id, info.link_key).await? {
+            crate::telemetry::unsubscribe(via);
+        }
         tracing::info!(subscription = id, "unsubscribed");
         Ok::<_, ApiError>(info)
     }

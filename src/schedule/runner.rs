@@ -79,7 +79,11 @@ pub async fn tick(store: &Store, config: &Config, now: DateTime<Utc>) -> Result<
     let started = std::time::Instant::now();
     let mut report = RunReport::default();
     for row in store.due_schedules(now).await? {
-        report.missed += claim(store, config, &row, now, grace).await?;
+        let missed = claim(store, config, &row, now, grace).await?;
+        for _ in 0..missed {
+            crate::telemetry::schedule_run("missed");
+        }
+        report.missed += missed;
     }
     for run in store.claimed_runs().await? {
         let decided = crate::store::now();
@@ -88,6 +92,7 @@ pub async fn tick(store: &Store, config: &Config, now: DateTime<Utc>) -> Result<
         let at = now + TimeDelta::from_std(started.elapsed()).unwrap_or_default();
         if at - run.slot >= grace {
             store.decide_run(run.list.id, run.slot, "missed", None, decided).await?;
+            crate::telemetry::schedule_run("missed");
             report.missed += 1;
             continue;
         }
@@ -117,6 +122,7 @@ pub async fn tick(store: &Store, config: &Config, now: DateTime<Utc>) -> Result<
             }
         };
         store.decide_run(run.list.id, run.slot, name, digest, decided).await?;
+        crate::telemetry::schedule_run(name);
         tracing::info!(list = %run.list.slug, slot = %run.slot, outcome = name, digest, "scheduled slot");
         match name {
             "queued" => report.queued += 1,

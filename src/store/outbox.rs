@@ -95,6 +95,19 @@ impl Store {
         on_writer!(self, |pool, _d| Ok(insert_outbox!(pool, msg, now)?))
     }
 
+    /// Messages waiting to be sent, by outbox kind (`digest` for digest deliveries): counted on
+    /// the queues' partial indexes of queued rows.
+    pub async fn queue_depths(&self) -> Result<Vec<(String, i64)>> {
+        on_pool!(self, |pool, _d| {
+            Ok(sqlx::query_as(
+                "SELECT kind, COUNT(*) FROM outbox WHERE status = 'queued' GROUP BY kind
+                 UNION ALL SELECT 'digest', COUNT(*) FROM deliveries WHERE status = 'queued'",
+            )
+            .fetch_all(pool)
+            .await?)
+        })
+    }
+
     /// An outbox message's status and last error.
     pub async fn outbox_status(&self, id: i64) -> Result<(String, Option<String>)> {
         on_pool!(self, |pool, _d| {

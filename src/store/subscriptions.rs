@@ -328,23 +328,24 @@ impl Store {
     }
 
     /// Unsubscribes at once and cancels mail still queued for the subscription. Idempotent.
-    pub async fn unsubscribe(&self, subscription_id: i64) -> Result<()> {
+    pub async fn unsubscribe(&self, subscription_id: i64) -> Result<bool> {
         self.unsubscribe_where(subscription_id, None).await
     }
 
     /// The same from a signed link: only while the row still holds the link key the link was
     /// signed with (on SQLite a new row can take a deleted row's id between the check and this).
-    pub async fn unsubscribe_linked(&self, subscription_id: i64, link_key: Option<i64>) -> Result<()> {
+    pub async fn unsubscribe_linked(&self, subscription_id: i64, link_key: Option<i64>) -> Result<bool> {
         self.unsubscribe_where(subscription_id, Some(link_key)).await
     }
 
-    async fn unsubscribe_where(&self, subscription_id: i64, link_key: Option<Option<i64>>) -> Result<()> {
+    /// `true`: the subscription was left now (not already, not a row that took its id since).
+    async fn unsubscribe_where(&self, subscription_id: i64, link_key: Option<Option<i64>>) -> Result<bool> {
         let now = super::now();
         let any_key = link_key.is_none();
         let link_key = link_key.flatten();
         on_writer!(self, |pool, d| {
             let mut tx = super::begin(pool, d.begin_write).await?;
-            sqlx::query(AssertSqlSafe(format!(
+            let left = sqlx::query(AssertSqlSafe(format!(
                 "UPDATE subscriptions SET status = 'unsubscribed', unsubscribed_at = $1, {}
                  WHERE id = $2 AND status <> 'unsubscribed' AND ($3 OR link_key IS NOT DISTINCT FROM $4)",
                 d.track_change("", "$1")
@@ -354,7 +355,9 @@ impl Store {
             .bind(any_key)
             .bind(link_key)
             .execute(&mut *tx)
-            .await?;
+            .await?
+            .rows_affected()
+                > 0;
             sqlx::query(
                 "UPDATE outbox SET status = 'cancelled', last_error = 'unsubscribed', text_body = NULL,
                         html_body = NULL, params = NULL
@@ -368,7 +371,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
             tx.commit().await?;
-            Ok(())
+            Ok(left)
         })
     }
 }

@@ -2,6 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use sqlx::AssertSqlSafe;
 
 use super::{Result, Store, StoreError, now, on_pool, on_writer};
 
@@ -50,6 +51,25 @@ impl Store {
             .fetch_optional(pool)
             .await?
             .ok_or(StoreError::NotFound)
+        })
+    }
+
+    /// Which of `keys` (address keys or erasure hashes) are suppressed, in one read.
+    pub async fn suppressed_among(&self, keys: &[&str]) -> Result<std::collections::HashSet<String>> {
+        if keys.is_empty() {
+            return Ok(Default::default());
+        }
+        let keys = serde_json::to_string(keys).unwrap_or_else(|_| "[]".into());
+        on_pool!(self, |pool, d| {
+            let sql = format!(
+                "SELECT email_key FROM suppressions WHERE email_key IN (SELECT t.value FROM {})",
+                (d.json_values)("$1")
+            );
+            let found: Vec<String> = sqlx::query_scalar(AssertSqlSafe(sql))
+                .bind(keys)
+                .fetch_all(pool)
+                .await?;
+            Ok(found.into_iter().collect())
         })
     }
 

@@ -14,6 +14,7 @@ mod export;
 mod feeds;
 mod guarantees;
 mod import;
+mod metrics;
 mod optin;
 mod preferences;
 mod privacy;

@@ -276,6 +276,9 @@ pub async fn act(
                 Err(e) => return Ok(form_error(e, &back)),
             };
             let done = state.store.unsubscribe(sub.id).await.map_err(ApiError::from);
+            if matches!(done, Ok(true)) {
+                crate::telemetry::unsubscribe(crate::telemetry::Via::Admin);
+            }
             tracing::info!(subscription = sub.id, list = %sub.list_slug, "unsubscribed from the dashboard");
             Ok(finish(done, back, "unsubscribed"))
         }
