@@ -32,7 +32,9 @@ pub enum StartError {
 
 /// Connects and migrates: what every command needs first.
 pub async fn open_store(config: &Config) -> Result<Store, StartError> {
-    let store = Store::connect(&config.database_url)
+    // Two thirds of the request timeout: a query that finds no connection fails in time for its
+    // request to answer `503`.
+    let store = Store::connect_with(&config.database_url, config.request_timeout * 2 / 3)
         .await
         .map_err(StartError::Database)?;
     store.migrate().await.map_err(StartError::Database)?;
@@ -110,7 +112,9 @@ impl Application {
         let wake = Arc::new(Notify::new());
         let sender = build_sender(&config, &store, &links, wake.clone())?;
         let state = AppState::new(store, config, links, wake);
-        let sender = sender.yield_to(state.signups.pressure());
+        let sender = sender
+            .yield_to(state.signups.pressure())
+            .reporting_to(state.sender_health.clone());
         Ok(Self {
             listener,
             state,

@@ -89,6 +89,8 @@ impl RateLimit {
 
 #[derive(Clone)]
 pub struct Sender {
+    /// What `/readyz` reports of the workers.
+    health: Arc<SenderHealth>,
     store: Store,
     composer: Composer,
     links: Links,
@@ -115,6 +117,7 @@ impl Sender {
         let rate = config.send_rate.map(|r| Arc::new(RateLimit::per_second(r)));
         Self {
             rate,
+            health: Arc::default(),
             signups: Arc::default(),
             store,
             composer,
@@ -130,6 +133,12 @@ impl Sender {
     /// queue waits, and drains once the burst is over).
     pub fn yield_to(mut self, signups: Arc<crate::signup::Pressure>) -> Self {
         self.signups = signups;
+        self
+    }
+
+    /// Reports to `health` (the app's, which `/readyz` reads).
+    pub fn reporting_to(mut self, health: Arc<SenderHealth>) -> Self {
+        self.health = health;
         self
     }
 
@@ -150,6 +159,51 @@ impl Sender {
             workers.spawn(worker.run(shutdown.clone()));
         }
         while workers.join_next().await.is_some() {}
+    }
+}
+
+/// The sender's state as `/readyz` shows it: when a worker last came round its loop, and the
+/// error of a session that failed with no success since.
+#[derive(Debug, Default)]
+pub struct SenderHealth {
+    /// Unix milliseconds; 0 before any worker ran.
+    beat: std::sync::atomic::AtomicI64,
+    failure: std::sync::Mutex<Option<String>>,
+}
+
+/// Longer than any wait of a working worker's loop (idle polls, one slow message) and shorter
+/// than an operator's patience.
+const STALLED_AFTER: TimeDelta = TimeDelta::seconds(60);
+
+impl SenderHealth {
+    fn beat(&self) {
+        self.beat
+            .store(now().timestamp_millis(), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn set_failure(&self, failure: Option<String>) {
+        *self.failure.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = failure;
+    }
+
+    /// `Ok`, or what is wrong with the sender.
+    pub fn state(&self) -> Result<(), String> {
+        if let Some(e) = self
+            .failure
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+        {
+            return Err(format!("sending fails: {e}"));
+        }
+        let beat = self.beat.load(std::sync::atomic::Ordering::Relaxed);
+        if beat == 0 {
+            return Err("the sender has not started".to_owned());
+        }
+        let idle = now().timestamp_millis() - beat;
+        if idle > STALLED_AFTER.num_milliseconds() {
+            return Err(format!("no sender worker has run for {} s", idle / 1000));
+        }
+        Ok(())
     }
 }
 
@@ -231,6 +285,7 @@ impl Worker {
                     wait(&mut shutdown, next - tokio::time::Instant::now(), None).await;
                 }
             }
+            self.sender.health.beat();
             let under_pressure = self.sender.signups.is_high();
             if under_pressure && !self.first {
                 wait(&mut shutdown, CLAIM_INTERVAL, None).await;
@@ -247,6 +302,8 @@ impl Worker {
                 }
             };
             if batch.is_empty() {
+                // Nothing waits to be sent, so nothing is failing to be.
+                self.sender.health.set_failure(None);
                 wait(&mut shutdown, IDLE_POLL, Some(&self.sender.wake)).await;
                 last_claim = Some(claimed_at);
                 continue;
@@ -308,6 +365,7 @@ impl Worker {
             self.finish_digests(&batch).await;
             renewal.abort();
             if let Some(error) = failure {
+                self.sender.health.set_failure(Some(error.clone()));
                 let first = self.session_backoff.is_none();
                 let delay = self.next_session_backoff();
                 // One clear error per outage, not one per retry.
@@ -472,6 +530,7 @@ impl Worker {
             Ok(()) => {
                 if self.session_backoff.take().is_some() {
                     tracing::info!("sender: SMTP session restored");
+                    self.sender.health.set_failure(None);
                 }
                 self.accepted.push(id);
                 self.first_accepted_at.get_or_insert_with(std::time::Instant::now);

@@ -32,6 +32,14 @@ struct Inner<'a> {
 }
 
 impl ApiError {
+    /// `503 unavailable`: the database did not answer in time; nothing was changed.
+    pub fn unavailable() -> Self {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "The service is unavailable for a moment. Please try again shortly.",
+        )
+    }
     /// The outcome a metric counts this error under.
     pub fn outcome(&self) -> &'static str {
         match self.status {
@@ -104,6 +112,10 @@ impl IntoResponse for ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
+        if err.is_unavailable() {
+            tracing::warn!(error = %err, "the database is unavailable");
+            return ApiError::unavailable();
+        }
         match err {
             StoreError::NotFound => ApiError::not_found("Not found."),
             StoreError::Conflict => ApiError::new(StatusCode::CONFLICT, "conflict", "It already exists."),

@@ -14,6 +14,54 @@ pub async fn healthz(State(state): State<AppState>) -> (StatusCode, &'static str
     }
 }
 
+/// One entry of `/readyz`.
+#[derive(serde::Serialize)]
+struct Check {
+    ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+impl Check {
+    fn of(result: Result<(), String>) -> Self {
+        match result {
+            Ok(()) => Check { ok: true, error: None },
+            Err(e) => Check {
+                ok: false,
+                error: Some(e),
+            },
+        }
+    }
+}
+
+/// `GET /readyz`: `{"database", "migrations", "sender"}`, each `{"ok": …}` with an `error` when
+/// it fails; `200` only when all hold, else `503`.
+pub async fn readyz(State(state): State<AppState>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let database = state.store.ping().await.map_err(|e| e.to_string());
+    let migrations = match &database {
+        Err(_) => Err("unknown while the database does not answer".to_owned()),
+        Ok(()) => match state.store.pending_migrations().await {
+            Ok(pending) if pending.is_empty() => Ok(()),
+            Ok(pending) => Err(format!("not applied: {pending:?}")),
+            Err(e) => Err(e.to_string()),
+        },
+    };
+    let sender = state.sender_health.state();
+    let ready = database.is_ok() && migrations.is_ok() && sender.is_ok();
+    let body = serde_json::json!({
+        "database": Check::of(database),
+        "migrations": Check::of(migrations),
+        "sender": Check::of(sender),
+    });
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(body)).into_response()
+}
+
 /// `GET /metrics` (admin): the Prometheus text format. The queue depths are read here, once per
 /// scrape; a database that does not answer leaves them as last read.
 pub async fn metrics(State(state): State<AppState>) -> axum::response::Response {

@@ -67,6 +67,8 @@ pub struct StateInner {
     pub lists: crate::signup::ListCache,
     /// The Content-Security-Policy header, computed once.
     pub csp: axum::http::HeaderValue,
+    /// What this process's sender reports, for `/readyz`.
+    pub sender_health: Arc<crate::delivery::SenderHealth>,
 }
 
 impl Deref for AppState {
@@ -96,6 +98,7 @@ impl AppState {
             feeds_wake,
             schedule_wake: Arc::new(Notify::new()),
             poller,
+            sender_health: Arc::default(),
         }))
     }
 
@@ -153,6 +156,7 @@ pub fn router(state: AppState) -> Router {
         .route("/lists/{slug}/archive", get(archive::page))
         .route("/lists/{slug}/archive.atom", get(archive::atom))
         .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
         .layer(DefaultBodyLimit::max(extract::PUBLIC_BODY_LIMIT))
         .layer(timeout.clone());
 

@@ -72,11 +72,11 @@ impl SignupWriter {
         let (reply, answer) = oneshot::channel();
         let queue = &self.queues[writer_of(&signup.email.key(), self.queues.len())];
         if queue.send((signup, reply)).await.is_err() {
-            return Err(StoreError::Batch("the signup writer has stopped".into()));
+            return Err(StoreError::Unavailable("the signup writer has stopped".into()));
         }
         answer
             .await
-            .unwrap_or_else(|_| Err(StoreError::Batch("the signup writer has stopped".into())))
+            .unwrap_or_else(|_| Err(StoreError::Unavailable("the signup writer has stopped".into())))
     }
 }
 
@@ -145,10 +145,17 @@ async fn write(store: &Store, config: &Config, signups: &[Signup]) -> Vec<Result
             outcomes
         }
         Err(e) => {
+            let unavailable = e.is_unavailable();
             let message = e.to_string();
             signups
                 .iter()
-                .map(|_| Err(StoreError::Batch(message.clone())))
+                .map(|_| {
+                    Err(if unavailable {
+                        StoreError::Unavailable(message.clone())
+                    } else {
+                        StoreError::Batch(message.clone())
+                    })
+                })
                 .collect()
         }
     }

@@ -63,6 +63,36 @@ pub enum StoreError {
     /// A batch written for many callers failed; each of them gets this.
     #[error("{0}")]
     Batch(String),
+    /// As `Batch`, because the database did not answer.
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl StoreError {
+    /// Whether the database did not answer (unreachable, shutting down, locked past the busy
+    /// timeout, no connection free in time), rather than refused what was asked.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            StoreError::Unavailable(_) => true,
+            StoreError::Database(e) => database_unavailable(e),
+            _ => false,
+        }
+    }
+}
+
+fn database_unavailable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            // SQLite: SQLITE_BUSY and SQLITE_LOCKED with their extended codes (the busy timeout
+            // ran out). PostgreSQL: connection exceptions (class 08) and a server shutting down
+            // or starting (57P01–57P03).
+            matches!(&*code, "5" | "6" | "261" | "262" | "517" | "773")
+                || code.starts_with("08")
+                || code.starts_with("57P")
+        }),
+        _ => false,
+    }
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -287,9 +317,20 @@ pub fn now() -> DateTime<Utc> {
     t.duration_trunc(TimeDelta::milliseconds(1)).unwrap_or(t)
 }
 
+/// The longest a query waits for a connection.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+
 impl Store {
     /// Connects to `url` (`sqlite://…` or `postgres://…`). SQLite files are created if missing.
     pub async fn connect(url: &str) -> Result<Store> {
+        Self::connect_with(url, ACQUIRE_TIMEOUT).await
+    }
+
+    /// As `connect`, waiting at most `acquire` for a free (or new) connection: past it a query
+    /// fails as unavailable. Serving, that is within the request timeout, so that a database
+    /// that went away answers `503` rather than the request timing out.
+    pub async fn connect_with(url: &str, acquire: Duration) -> Result<Store> {
+        let acquire = acquire.min(ACQUIRE_TIMEOUT);
         if url.starts_with("sqlite:") {
             let options = SqliteConnectOptions::from_str(url)?
                 .create_if_missing(true)
@@ -308,7 +349,7 @@ impl Store {
                 .pragma("secure_delete", "on");
             let write = SqlitePoolOptions::new()
                 .max_connections(1)
-                .acquire_timeout(Duration::from_secs(10))
+                .acquire_timeout(acquire)
                 .connect_with(options.clone().pragma("wal_autocheckpoint", "0"))
                 .await?;
             let checkpoint = SqlitePoolOptions::new()
@@ -320,7 +361,7 @@ impl Store {
             // contending with the writer.
             let read = SqlitePoolOptions::new()
                 .max_connections(8)
-                .acquire_timeout(Duration::from_secs(10))
+                .acquire_timeout(acquire)
                 .connect_with(options.read_only(true))
                 .await?;
             Ok(Store::Sqlite(SqliteStore {
@@ -334,7 +375,7 @@ impl Store {
             let options = PgConnectOptions::from_str(url)?.options([("idle_in_transaction_session_timeout", "60s")]);
             let pool = PgPoolOptions::new()
                 .max_connections(16)
-                .acquire_timeout(Duration::from_secs(10))
+                .acquire_timeout(acquire)
                 .connect_with(options.clone())
                 .await?;
             // The signup writer's statements reach rows only through ON CONFLICT arbiters and
@@ -342,7 +383,7 @@ impl Store {
             // own, so that nothing else competes with them for a connection.
             let signups = PgPoolOptions::new()
                 .max_connections(SIGNUP_WRITERS as u32)
-                .acquire_timeout(Duration::from_secs(10))
+                .acquire_timeout(acquire)
                 .connect_lazy_with(options.clone());
             // The queues fill in seconds (a burst of signups, a digest to a million readers),
             // far faster than statistics follow: planned from statistics of a near-empty table,
@@ -353,7 +394,7 @@ impl Store {
             // setting re-plans foreign-key checks too, one per inserted row.)
             let queue = PgPoolOptions::new()
                 .max_connections(16)
-                .acquire_timeout(Duration::from_secs(10))
+                .acquire_timeout(acquire)
                 .connect_lazy_with(options.options([
                     ("plan_cache_mode", "force_custom_plan"),
                     ("enable_sort", "off"),
@@ -392,6 +433,30 @@ impl Store {
                 .await?;
         }
         Ok(())
+    }
+
+    /// The embedded migrations this database has not applied (or whose last run failed), by
+    /// version: empty when its schema is the one this build expects.
+    pub async fn pending_migrations(&self) -> Result<Vec<i64>> {
+        let (migrator, applied): (sqlx::migrate::Migrator, Vec<(i64, bool)>) = match self {
+            Store::Sqlite(db) => (
+                sqlx::migrate!("migrations/sqlite"),
+                sqlx::query_as("SELECT version, success FROM _sqlx_migrations")
+                    .fetch_all(&db.read)
+                    .await?,
+            ),
+            Store::Postgres(db) => (
+                sqlx::migrate!("migrations/postgres"),
+                sqlx::query_as("SELECT version, success FROM _sqlx_migrations")
+                    .fetch_all(&db.pool)
+                    .await?,
+            ),
+        };
+        Ok(migrator
+            .iter()
+            .map(|m| m.version)
+            .filter(|v| !applied.contains(&(*v, true)))
+            .collect())
     }
 
     /// Answers when the database does.

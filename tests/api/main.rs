@@ -13,6 +13,7 @@ mod embed;
 mod export;
 mod feeds;
 mod guarantees;
+mod health;
 mod import;
 mod metrics;
 mod optin;

@@ -2,4 +2,5 @@ pub mod app;
 pub mod browser;
 pub mod feed_server;
 pub mod fixtures;
+pub mod proxy;
 pub mod smtp;

@@ -1,0 +1,139 @@
+//! Readiness and outages: `/readyz` names what fails; while the database is unreachable, public
+//! and admin requests answer `503` in the error shape within the request timeout (neither a hang
+//! nor a `500`), and everything goes on when it returns.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::support::app::{ADMIN_TOKEN, Backend, ChildApp, MAIL_WAIT, TestDb};
+use crate::support::proxy::Proxy;
+use crate::support::smtp::SmtpServer;
+
+async fn readyz(client: &reqwest::Client, base: &str) -> (u16, Value) {
+    let r = client.get(format!("{base}/readyz")).send().await.unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+/// Polls `/readyz` until it answers `status` with `entry` in the state `ok`.
+async fn wait_for_readiness(client: &reqwest::Client, base: &str, status: u16, entry: &str, ok: bool) -> Value {
+    let deadline = Instant::now() + MAIL_WAIT;
+    loop {
+        let (code, body) = readyz(client, base).await;
+        if code == status && body[entry]["ok"] == ok {
+            return body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "/readyz never answered {status} with {entry} ok={ok}: {code} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn signup(client: &reqwest::Client, base: &str, email: &str) -> (u16, Value) {
+    let r = client
+        .post(format!("{base}/subscriptions"))
+        .json(&json!({"email": email, "lists": ["daily"]}))
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_names_what_fails_and_an_outage_answers_503() {
+    let Some(db) = TestDb::create(Backend::Postgres).await else {
+        return;
+    };
+    let smtp = SmtpServer::start().await;
+    let mut url = url::Url::parse(db.url()).unwrap();
+    let target: SocketAddr = format!("{}:{}", url.host_str().unwrap(), url.port().unwrap_or(5432))
+        .parse()
+        .unwrap();
+    let proxy = Proxy::start(target).await;
+    url.set_port(Some(proxy.addr.port())).unwrap();
+    let timeout = Duration::from_secs(3);
+    let app = ChildApp::serve(
+        &db,
+        &smtp,
+        &[("DATABASE_URL", url.as_str()), ("BULLETIN_REQUEST_TIMEOUT", "3s")],
+    )
+    .await;
+    let (base, client) = (app.base.as_str(), reqwest::Client::new());
+
+    let ready = wait_for_readiness(&client, base, 200, "sender", true).await;
+    assert_eq!(
+        ready,
+        json!({"database": {"ok": true}, "migrations": {"ok": true}, "sender": {"ok": true}})
+    );
+    let r = client
+        .post(format!("{base}/api/lists"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({"slug": "daily", "name": "Daily Briefing"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+
+    // The SMTP server away: signups are still taken; the sender entry says what fails.
+    smtp.set_down(true);
+    assert_eq!(signup(&client, base, "first@news.example").await.0, 202);
+    let body = wait_for_readiness(&client, base, 503, "sender", false).await;
+    assert_eq!(body["database"]["ok"], true, "{body}");
+    assert!(
+        body["sender"]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("sending fails")),
+        "{body}"
+    );
+    smtp.set_down(false);
+    wait_for_readiness(&client, base, 200, "sender", true).await;
+
+    // The database away: 503 in the error shape, in time.
+    proxy.cut().await;
+    let started = Instant::now();
+    let (status, body) = signup(&client, base, "second@news.example").await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (503, Some("unavailable")),
+        "{body}"
+    );
+    assert!(
+        started.elapsed() < timeout,
+        "the signup answered after {:?}",
+        started.elapsed()
+    );
+    let r = client
+        .get(format!("{base}/api/lists"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "unavailable", "{body}");
+    assert_eq!(
+        client.get(format!("{base}/healthz")).send().await.unwrap().status(),
+        503
+    );
+    let (status, body) = readyz(&client, base).await;
+    assert_eq!((status, &body["database"]["ok"]), (503, &json!(false)), "{body}");
+    assert!(
+        started.elapsed() < timeout * 4,
+        "four answers took {:?}",
+        started.elapsed()
+    );
+
+    // Back: signups are taken again, and the app is ready.
+    proxy.restore().await;
+    let deadline = Instant::now() + MAIL_WAIT;
+    while signup(&client, base, "third@news.example").await.0 != 202 {
+        assert!(Instant::now() < deadline, "signups never came back");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    wait_for_readiness(&client, base, 200, "database", true).await;
+    smtp.wait_for(|m| m.to() == ["third@news.example"], MAIL_WAIT).await;
+    drop(app);
+}
