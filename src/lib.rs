@@ -14,6 +14,7 @@ pub mod export;
 pub mod feeds;
 pub mod http;
 pub mod import;
+pub mod logging;
 pub mod mail;
 pub mod privacy;
 pub mod schedule;

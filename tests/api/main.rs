@@ -15,6 +15,7 @@ mod feeds;
 mod guarantees;
 mod health;
 mod import;
+mod logs;
 mod metrics;
 mod optin;
 mod preferences;
