@@ -155,6 +155,7 @@ impl Sender {
                 digests: HashMap::new(),
                 accepted: Vec::new(),
                 first_accepted_at: None,
+                owed: Vec::new(),
             };
             workers.spawn(worker.run(shutdown.clone()));
         }
@@ -221,6 +222,16 @@ struct Worker {
     /// every `FLUSH_EVERY`, so a crash can only re-send what was accepted just before it.
     accepted: Vec<i64>,
     first_accepted_at: Option<std::time::Instant>,
+    /// Results the database did not take when they were written: tried again first.
+    owed: Vec<Owed>,
+}
+
+/// A write the sender owes the queue.
+enum Owed {
+    /// Accepted by the SMTP server.
+    Sent(Queue, Vec<i64>),
+    /// Claimed and not tried: their leases, given back.
+    Release(Queue, Vec<i64>),
 }
 
 /// A claimed message of either queue.
@@ -286,6 +297,10 @@ impl Worker {
                 }
             }
             self.sender.health.beat();
+            if !self.owed.is_empty() && !self.settle_owed().await {
+                wait(&mut shutdown, Duration::from_secs(1), None).await;
+                continue;
+            }
             let under_pressure = self.sender.signups.is_high();
             if under_pressure && !self.first {
                 wait(&mut shutdown, CLAIM_INTERVAL, None).await;
@@ -361,7 +376,7 @@ impl Worker {
             }
             self.flush(queue).await;
             let unsent: Vec<i64> = rest.map(Job::id).collect();
-            record(self.sender.store.queue_release(queue, &unsent).await);
+            self.settle(Owed::Release(queue, unsent)).await;
             self.finish_digests(&batch).await;
             renewal.abort();
             if let Some(error) = failure {
@@ -377,6 +392,8 @@ impl Worker {
                 wait(&mut shutdown, delay, None).await;
             }
         }
+        // A last try at what is owed; what still fails waits out its leases.
+        self.settle_owed().await;
         if let Some(mut session) = self.session.take() {
             let _ = tokio::time::timeout(Duration::from_secs(2), session.quit()).await;
         }
@@ -418,7 +435,31 @@ impl Worker {
             return;
         }
         let ids = std::mem::take(&mut self.accepted);
-        record(self.sender.store.queue_sent(queue, &ids).await);
+        self.settle(Owed::Sent(queue, ids)).await;
+    }
+
+    /// Writes `owed`, or keeps it for the next turn of the loop when the database does not
+    /// answer: once it does, the sent are recorded and the leases given back at once, instead
+    /// of the messages waiting out their leases (and the sent being sent again).
+    async fn settle(&mut self, owed: Owed) {
+        let store = &self.sender.store;
+        let written = match &owed {
+            Owed::Sent(_, ids) | Owed::Release(_, ids) if ids.is_empty() => return,
+            Owed::Sent(queue, ids) => store.queue_sent(*queue, ids).await,
+            Owed::Release(queue, ids) => store.queue_release(*queue, &self.name, ids).await,
+        };
+        if let Err(e) = written {
+            tracing::warn!(error = %e, "sender: cannot record a result yet; trying again when the database answers");
+            self.owed.push(owed);
+        }
+    }
+
+    /// Writes what earlier turns owe; `false` while the database still does not answer.
+    async fn settle_owed(&mut self) -> bool {
+        for owed in std::mem::take(&mut self.owed) {
+            self.settle(owed).await;
+        }
+        self.owed.is_empty()
     }
 
     /// Marks the batch's digests done when nothing of them is left to send.

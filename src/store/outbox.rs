@@ -333,18 +333,22 @@ impl Store {
     }
 
     /// Gives claimed messages back untouched (the session failed, not the messages).
-    pub async fn queue_release(&self, queue: Queue, ids: &[i64]) -> Result<()> {
+    pub async fn queue_release(&self, queue: Queue, worker: &str, ids: &[i64]) -> Result<()> {
         if ids.is_empty() {
             return Ok(());
         }
         on_queue!(write, self, |pool, d| {
+            // Only leases this worker still holds: given back late (after an outage), a message
+            // another worker has claimed since keeps its lease.
             let sql = format!(
-                "UPDATE {} SET lease_until = NULL WHERE id IN (SELECT CAST(t.value AS BIGINT) FROM {}) AND status = 'queued'",
+                "UPDATE {} SET lease_until = NULL
+                 WHERE id IN (SELECT CAST(t.value AS BIGINT) FROM {}) AND status = 'queued' AND leased_by = $2",
                 queue.table(),
                 (d.json_values)("$1"),
             );
             sqlx::query(AssertSqlSafe(sql))
                 .bind(serde_json::to_string(ids).unwrap_or_default())
+                .bind(worker)
                 .execute(pool)
                 .await?;
         });

@@ -137,3 +137,102 @@ async fn readiness_names_what_fails_and_an_outage_answers_503() {
     smtp.wait_for(|m| m.to() == ["third@news.example"], MAIL_WAIT).await;
     drop(app);
 }
+
+/// A digest in flight when the database goes away: the sender keeps what it owes (the sent, the
+/// leases of the rest) and writes it as soon as the database answers, so sending resumes at once,
+/// not when the 30 s leases run out, and nothing accepted is sent again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_database_outage_a_digest_resumes_at_once_and_sends_nothing_twice() {
+    let Some(db) = TestDb::create(Backend::Postgres).await else {
+        return;
+    };
+    let smtp = SmtpServer::start().await;
+    let mut url = url::Url::parse(db.url()).unwrap();
+    let target: SocketAddr = format!("{}:{}", url.host_str().unwrap(), url.port().unwrap_or(5432))
+        .parse()
+        .unwrap();
+    let proxy = Proxy::start(target).await;
+    url.set_port(Some(proxy.addr.port())).unwrap();
+    let app = ChildApp::serve(
+        &db,
+        &smtp,
+        &[("DATABASE_URL", url.as_str()), ("BULLETIN_REQUEST_TIMEOUT", "3s")],
+    )
+    .await;
+    let (base, client) = (app.base.as_str(), reqwest::Client::new());
+    let admin =
+        |method: reqwest::Method, path: &str| client.request(method, format!("{base}{path}")).bearer_auth(ADMIN_TOKEN);
+    let r = admin(reqwest::Method::POST, "/api/lists")
+        .json(&json!({"slug": "daily", "name": "Daily Briefing"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let readers: Vec<String> = (0..300).map(|i| format!("reader{i}@news.example")).collect();
+    let r = admin(
+        reqwest::Method::POST,
+        "/api/lists/daily/import?confirmed=true&consent=test",
+    )
+    .header("content-type", "text/csv")
+    .body(format!("email\n{}\n", readers.join("\n")))
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = admin(reqwest::Method::POST, "/api/lists/daily/items")
+        .json(
+            &json!({"items": [{"guid": "a", "title": "Story A", "url": "https://news.example/a",
+                                 "summary": "<p>A</p>", "published_at": chrono::Utc::now().to_rfc3339()}]}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // Slow replies keep the batches in flight while the database goes away.
+    smtp.stall(Duration::from_millis(5));
+    let r = admin(reqwest::Method::POST, "/api/lists/daily/digests")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    smtp.wait_for_at_least(30, MAIL_WAIT).await;
+
+    proxy.cut().await;
+    // The outage lasts until the process has seen it (its readiness says so).
+    wait_for_readiness(&client, base, 503, "database", false).await;
+    let stalled_at = smtp.count();
+    assert!(
+        stalled_at < readers.len(),
+        "the digest was not in flight: {stalled_at} sent"
+    );
+    proxy.restore().await;
+    let back = Instant::now();
+    smtp.stall(Duration::ZERO);
+    smtp.wait_for_count(readers.len(), MAIL_WAIT).await;
+    let deadline = Instant::now() + MAIL_WAIT;
+    loop {
+        let digest: Value = admin(reqwest::Method::GET, "/api/digests/1")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if digest["status"] == "done" {
+            assert_eq!(digest["sent"], readers.len(), "{digest}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the digest never finished: {digest}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        back.elapsed() < Duration::from_secs(20),
+        "sending resumed only after {:?}, as if the leases had to run out",
+        back.elapsed()
+    );
+    let counts = smtp.recipient_counts();
+    let twice: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "sent twice: {twice:?}");
+    assert_eq!(counts.len(), readers.len());
+    drop(app);
+}
