@@ -384,7 +384,9 @@ impl Worker {
                 let first = self.session_backoff.is_none();
                 let delay = self.next_session_backoff();
                 // One clear error per outage, not one per retry.
-                if first {
+                if first && error.starts_with("cannot write the email file") {
+                    tracing::error!(%error, retry_in = ?delay, "sender: cannot write emails to BULLETIN_OUTBOX_DIR; nothing is lost, retrying with backoff");
+                } else if first {
                     tracing::error!(%error, retry_in = ?delay, "sender: SMTP session failed; nothing is lost, retrying with backoff");
                 } else {
                     tracing::debug!(%error, retry_in = ?delay, "sender: SMTP still unavailable");

@@ -301,12 +301,19 @@ fn step(
 /// Writes a message as `<dir>/<name>.eml`, atomically (temporary file, then rename), so a reader
 /// never sees half a message and a re-send replaces rather than duplicates it.
 pub async fn write_eml(dir: &Path, name: &str, raw: &[u8]) -> Result<PathBuf, SendError> {
-    let io = |e: std::io::Error| SendError::Session(format!("cannot write to {}: {e}", dir.display()));
+    let io = |e: std::io::Error| SendError::Session(format!("cannot write the email file in {}: {e}", dir.display()));
     tokio::fs::create_dir_all(dir).await.map_err(io)?;
     let path = dir.join(format!("{name}.eml"));
     let tmp = dir.join(format!(".{name}.eml.tmp"));
-    tokio::fs::write(&tmp, raw).await.map_err(io)?;
-    tokio::fs::rename(&tmp, &path).await.map_err(io)?;
+    let written = match tokio::fs::write(&tmp, raw).await {
+        Ok(()) => tokio::fs::rename(&tmp, &path).await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = written {
+        // A full disk leaves a partial file: no half message stays behind to be mistaken for one.
+        let _ = tokio::fs::remove_file(&tmp).await;
+        return Err(io(e));
+    }
     Ok(path)
 }
 

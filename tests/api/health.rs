@@ -236,3 +236,58 @@ async fn after_a_database_outage_a_digest_resumes_at_once_and_sends_nothing_twic
     assert_eq!(counts.len(), readers.len());
     drop(app);
 }
+
+/// `.eml` files on a disk that fills: sending stops with a clear error, nothing is marked sent that
+/// was not written (and no partial file stays), and it resumes by itself when space returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_outbox_disk_stops_sending_until_space_returns() {
+    let Some(disk) = crate::support::tmpfs::Tmpfs::mount("256k") else {
+        return;
+    };
+    let outbox = disk.path().to_str().unwrap().to_owned();
+    let app = crate::support::app::TestApp::spawn_with(
+        Backend::Sqlite,
+        &[("BULLETIN_SMTP_URL", ""), ("BULLETIN_OUTBOX_DIR", &outbox)],
+    )
+    .await
+    .expect("SQLite");
+    app.create_list("daily", "Daily Briefing").await;
+    let filler = disk.fill();
+
+    assert_eq!(
+        app.signup_json("disk.reader@news.example", &["daily"]).await.status(),
+        202
+    );
+    let body = wait_for_readiness(&app.client, &app.base, 503, "sender", false).await;
+    let error = body["sender"]["error"].as_str().unwrap_or_default().to_owned();
+    assert!(
+        error.contains("cannot write the email file") && error.contains("No space left"),
+        "{body}"
+    );
+    let files = || -> Vec<String> {
+        std::fs::read_dir(disk.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n != "filler")
+            .collect()
+    };
+    assert_eq!(files(), Vec::<String>::new(), "no email file, whole or partial");
+    assert_eq!(
+        app.sql_strings("SELECT status FROM outbox").await,
+        ["queued"],
+        "nothing is marked sent that was not written"
+    );
+
+    std::fs::remove_file(filler).unwrap();
+    crate::support::fixtures::wait_until("the confirmation is written", || async {
+        app.sql_strings("SELECT status FROM outbox").await == ["sent"]
+    })
+    .await;
+    let written = files();
+    assert_eq!(written.len(), 1, "{written:?}");
+    assert!(written[0].ends_with("-confirmation.eml"), "{written:?}");
+    let raw = std::fs::read_to_string(disk.path().join(&written[0])).unwrap();
+    assert!(raw.contains("To: disk.reader@news.example"), "{raw}");
+    wait_for_readiness(&app.client, &app.base, 200, "sender", true).await;
+}

@@ -4,3 +4,4 @@ pub mod feed_server;
 pub mod fixtures;
 pub mod proxy;
 pub mod smtp;
+pub mod tmpfs;
