@@ -291,3 +291,52 @@ async fn a_full_outbox_disk_stops_sending_until_space_returns() {
     assert!(raw.contains("To: disk.reader@news.example"), "{raw}");
     wait_for_readiness(&app.client, &app.base, 200, "sender", true).await;
 }
+
+/// Another process holds the SQLite file's write lock past the busy timeout (10 s): a signup
+/// answers `503` once it passes, within the request timeout (neither a hang nor a `500`); when the
+/// lock goes everything goes on, and the file is intact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_locked_sqlite_file_answers_503_then_goes_on() {
+    use sqlx::Connection;
+    let db = TestDb::create(Backend::Sqlite).await.expect("SQLite");
+    let smtp = SmtpServer::start().await;
+    let app = ChildApp::serve(&db, &smtp, &[]).await;
+    let (base, client) = (app.base.as_str(), reqwest::Client::new());
+    let r = client
+        .post(format!("{base}/api/lists"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({"slug": "daily", "name": "Daily Briefing"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    assert_eq!(signup(&client, base, "before@news.example").await.0, 202);
+
+    // This test process is the other process: it takes the write lock and keeps it.
+    let mut holder = sqlx::SqliteConnection::connect(db.url()).await.unwrap();
+    sqlx::query("BEGIN EXCLUSIVE").execute(&mut holder).await.unwrap();
+    let started = Instant::now();
+    let (status, body) = signup(&client, base, "during@news.example").await;
+    let took = started.elapsed();
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (503, Some("unavailable")),
+        "{body}"
+    );
+    assert!(
+        took >= Duration::from_secs(9) && took < Duration::from_secs(30),
+        "answered after {took:?}: not before the busy timeout, within the request timeout"
+    );
+    sqlx::query("ROLLBACK").execute(&mut holder).await.unwrap();
+
+    assert_eq!(signup(&client, base, "after@news.example").await.0, 202);
+    for to in ["before@news.example", "after@news.example"] {
+        smtp.wait_for(|m| m.to() == [to], MAIL_WAIT).await;
+    }
+    let check: String = sqlx::query_scalar("PRAGMA integrity_check")
+        .fetch_one(&mut holder)
+        .await
+        .unwrap();
+    assert_eq!(check, "ok");
+    drop(app);
+}
