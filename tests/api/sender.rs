@@ -14,6 +14,7 @@ on_both_backends!(
     dropped_connection_after_data_is_resent,
     shutdown_mid_send_loses_nothing,
     sigterm_mid_send_loses_nothing,
+    sigterm_mid_digest_exits_within_10_s_and_a_restart_finishes_it,
     expired_leases_are_taken_over_and_live_ones_are_not,
     confirmations_go_first,
 );
@@ -247,6 +248,93 @@ async fn sigterm_mid_send_loses_nothing(backend: Backend) {
         "every message the server accepted is recorded as sent"
     );
     store.close().await;
+}
+
+/// SIGTERM while a digest goes out: the messages in flight complete and are recorded, the process
+/// exits within 10 s with nothing leased, and the next process sends the rest, each once.
+async fn sigterm_mid_digest_exits_within_10_s_and_a_restart_finishes_it(backend: Backend) {
+    let Some(db) = TestDb::create(backend).await else {
+        return;
+    };
+    let smtp = SmtpServer::start().await;
+    // Slow replies (five per message): eight sessions send about 25 messages a second.
+    smtp.stall(Duration::from_millis(60));
+    let app = ChildApp::serve(&db, &smtp, &[]).await;
+    let client = reqwest::Client::new();
+    let admin = |method: reqwest::Method, path: &str| {
+        client
+            .request(method, format!("{}{path}", app.base))
+            .bearer_auth(ADMIN_TOKEN)
+    };
+    let r = admin(reqwest::Method::POST, "/api/lists")
+        .json(&serde_json::json!({"slug": "daily", "name": "Daily Briefing"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let readers: Vec<String> = (0..200).map(|i| format!("reader{i}@news.example")).collect();
+    let r = admin(
+        reqwest::Method::POST,
+        "/api/lists/daily/import?confirmed=true&consent=test",
+    )
+    .header("content-type", "text/csv")
+    .body(format!("email\n{}\n", readers.join("\n")))
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = admin(reqwest::Method::POST, "/api/lists/daily/items")
+        .json(
+            &serde_json::json!({"items": [{"guid": "a", "title": "Story A", "url": "https://news.example/a",
+                                 "summary": "<p>A</p>", "published_at": chrono::Utc::now().to_rfc3339()}]}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = admin(reqwest::Method::POST, "/api/lists/daily/digests")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    smtp.wait_for_at_least(10, MAIL_WAIT).await;
+
+    let asked = std::time::Instant::now();
+    let status = app.terminate().await;
+    let took = asked.elapsed();
+    assert!(status.success(), "clean exit after SIGTERM: {status:?}");
+    assert!(took < Duration::from_secs(10), "exited after {took:?}");
+    let received = smtp.count();
+    assert!(received < readers.len(), "SIGTERM came mid-digest");
+    let store = bulletin::store::Store::connect(db.url()).await.unwrap();
+    let rows: Vec<(String, Option<String>)> = match &store {
+        bulletin::store::Store::Sqlite(db) => {
+            sqlx::query_as("SELECT status, leased_by FROM deliveries WHERE lease_until IS NOT NULL OR status = 'sent'")
+                .fetch_all(&db.read)
+                .await
+        }
+        bulletin::store::Store::Postgres(db) => {
+            sqlx::query_as("SELECT status, leased_by FROM deliveries WHERE lease_until IS NOT NULL OR status = 'sent'")
+                .fetch_all(&db.pool)
+                .await
+        }
+    }
+    .unwrap();
+    store.close().await;
+    assert!(rows.iter().all(|(s, _)| s == "sent"), "no lease left behind: {rows:?}");
+    assert_eq!(
+        rows.len(),
+        received,
+        "every message the server accepted is recorded as sent"
+    );
+
+    smtp.stall(Duration::ZERO);
+    let next = ChildApp::serve(&db, &smtp, &[]).await;
+    smtp.wait_for_count(readers.len(), MAIL_WAIT).await;
+    let counts = smtp.recipient_counts();
+    assert_eq!(counts.len(), readers.len());
+    assert!(counts.values().all(|n| *n == 1), "each reader once");
+    drop(next);
 }
 
 async fn expired_leases_are_taken_over_and_live_ones_are_not(backend: Backend) {
