@@ -15,6 +15,7 @@ on_both_backends!(
     shutdown_mid_send_loses_nothing,
     sigterm_mid_send_loses_nothing,
     sigterm_mid_digest_exits_within_10_s_and_a_restart_finishes_it,
+    a_misbehaving_smtp_server_delays_mail_but_never_signups,
     expired_leases_are_taken_over_and_live_ones_are_not,
     confirmations_go_first,
 );
@@ -248,6 +249,57 @@ async fn sigterm_mid_send_loses_nothing(backend: Backend) {
         "every message the server accepted is recorded as sent"
     );
     store.close().await;
+}
+
+/// An SMTP server that answers 1 s per command, that greets with `421` and closes, or that goes
+/// away in the middle of DATA: the queue waits and resumes, signups keep being taken at once, and
+/// every confirmation arrives once.
+async fn a_misbehaving_smtp_server_delays_mail_but_never_signups(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    app.create_list("daily", "Daily Briefing").await;
+    let smtp = &app.smtp;
+    let mut readers = Vec::new();
+    // In this order: a hang-up mid-DATA ends the sessions kept open, so that the next phase's
+    // sessions meet the 421 greeting.
+    for phase in ["middata", "greeting", "slow"] {
+        let (connections, received) = (smtp.connections(), smtp.count());
+        match phase {
+            "middata" => smtp.drop_connection_mid_data(Some(2)),
+            "greeting" => smtp.greeting(421),
+            _ => smtp.stall(Duration::from_secs(1)),
+        }
+        let mut these = Vec::new();
+        for n in 0..4 {
+            let email = format!("{phase}{n}@news.example");
+            let asked = std::time::Instant::now();
+            assert_eq!(app.signup_json(&email, &["daily"]).await.status(), 202, "{phase}");
+            let took = asked.elapsed();
+            assert!(took < Duration::from_millis(900), "{phase}: a signup took {took:?}");
+            these.push(email);
+        }
+        // The fault lasts until the sender has met it.
+        crate::support::fixtures::wait_until(phase, || async {
+            match phase {
+                "middata" => smtp.mid_data_drops_done(),
+                "greeting" => smtp.connections() >= connections + 2,
+                _ => smtp.count() > received,
+            }
+        })
+        .await;
+        if phase == "greeting" {
+            let through: usize = these.iter().map(|r| smtp.messages_to(r).len()).sum();
+            assert_eq!(through, 0, "nothing passes a server that greets with 421");
+        }
+        smtp.reset_faults();
+        readers.extend(these);
+    }
+    smtp.wait_for_count(readers.len(), MAIL_WAIT).await;
+    let counts = smtp.recipient_counts();
+    for reader in &readers {
+        assert_eq!(counts.get(reader), Some(&1), "{reader}: {counts:?}");
+    }
 }
 
 /// SIGTERM while a digest goes out: the messages in flight complete and are recorded, the process

@@ -193,6 +193,7 @@ struct Faults {
     rcpt: Vec<Rule>,
     data: Vec<Rule>,
     drop_after_data: Budget,
+    drop_mid_data: Budget,
     greeting: u16,
     stall: Duration,
 }
@@ -203,6 +204,7 @@ impl Default for Faults {
             rcpt: Vec::new(),
             data: Vec::new(),
             drop_after_data: Budget(Some(0)),
+            drop_mid_data: Budget(Some(0)),
             greeting: 220,
             stall: Duration::ZERO,
         }
@@ -471,6 +473,17 @@ impl SmtpServer {
     /// without storing the message, `times` times (`None` = always).
     pub fn drop_connection_after_data(&self, times: Option<usize>) {
         self.shared.state().faults.drop_after_data = Budget(times);
+    }
+
+    /// Hang up in the middle of the next `times` messages' DATA (`None` = every one): after
+    /// their first line, with no reply. The message is lost.
+    pub fn drop_connection_mid_data(&self, times: Option<usize>) {
+        self.shared.state().faults.drop_mid_data = Budget(times);
+    }
+
+    /// Whether every hang-up asked of `drop_connection_mid_data` has happened.
+    pub fn mid_data_drops_done(&self) -> bool {
+        self.shared.state().faults.drop_mid_data.0 == Some(0)
     }
 
     /// Greeting code for new connections (e.g. 421, 554; 220 = normal).
@@ -785,6 +798,11 @@ impl Session {
             return Ok(Flow::Continue);
         }
         self.reply(354, "End data with <CR><LF>.<CR><LF>").await?;
+        if self.shared.state().faults.drop_mid_data.take() {
+            let mut first = Vec::new();
+            let _ = self.stream.read_until(b'\n', &mut first).await;
+            return Ok(Flow::Close);
+        }
 
         let data = match self.read_data().await? {
             DataOutcome::Complete(data) => data,
