@@ -160,42 +160,7 @@ async fn after_a_database_outage_a_digest_resumes_at_once_and_sends_nothing_twic
     )
     .await;
     let (base, client) = (app.base.as_str(), reqwest::Client::new());
-    let admin =
-        |method: reqwest::Method, path: &str| client.request(method, format!("{base}{path}")).bearer_auth(ADMIN_TOKEN);
-    let r = admin(reqwest::Method::POST, "/api/lists")
-        .json(&json!({"slug": "daily", "name": "Daily Briefing"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    let readers: Vec<String> = (0..300).map(|i| format!("reader{i}@news.example")).collect();
-    let r = admin(
-        reqwest::Method::POST,
-        "/api/lists/daily/import?confirmed=true&consent=test",
-    )
-    .header("content-type", "text/csv")
-    .body(format!("email\n{}\n", readers.join("\n")))
-    .send()
-    .await
-    .unwrap();
-    assert_eq!(r.status(), 200);
-    let r = admin(reqwest::Method::POST, "/api/lists/daily/items")
-        .json(
-            &json!({"items": [{"guid": "a", "title": "Story A", "url": "https://news.example/a",
-                                 "summary": "<p>A</p>", "published_at": chrono::Utc::now().to_rfc3339()}]}),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    // Slow replies keep the batches in flight while the database goes away.
-    smtp.stall(Duration::from_millis(5));
-    let r = admin(reqwest::Method::POST, "/api/lists/daily/digests")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 202);
-    smtp.wait_for_at_least(30, MAIL_WAIT).await;
+    let readers = start_a_digest(&client, base, &smtp).await;
 
     proxy.cut().await;
     // The outage lasts until the process has seen it (its readiness says so).
@@ -208,32 +173,12 @@ async fn after_a_database_outage_a_digest_resumes_at_once_and_sends_nothing_twic
     proxy.restore().await;
     let back = Instant::now();
     smtp.stall(Duration::ZERO);
-    smtp.wait_for_count(readers.len(), MAIL_WAIT).await;
-    let deadline = Instant::now() + MAIL_WAIT;
-    loop {
-        let digest: Value = admin(reqwest::Method::GET, "/api/digests/1")
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if digest["status"] == "done" {
-            assert_eq!(digest["sent"], readers.len(), "{digest}");
-            break;
-        }
-        assert!(Instant::now() < deadline, "the digest never finished: {digest}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    finish_and_count(&client, base, &smtp, &readers).await;
     assert!(
         back.elapsed() < Duration::from_secs(20),
         "sending resumed only after {:?}, as if the leases had to run out",
         back.elapsed()
     );
-    let counts = smtp.recipient_counts();
-    let twice: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).collect();
-    assert!(twice.is_empty(), "sent twice: {twice:?}");
-    assert_eq!(counts.len(), readers.len());
     drop(app);
 }
 
@@ -338,5 +283,114 @@ async fn a_locked_sqlite_file_answers_503_then_goes_on() {
         .await
         .unwrap();
     assert_eq!(check, "ok");
+    drop(app);
+}
+
+/// A list of 300 confirmed readers and a digest to them under way (30 sent), the SMTP server's
+/// replies slowed to keep it in flight; the readers.
+async fn start_a_digest(client: &reqwest::Client, base: &str, smtp: &SmtpServer) -> Vec<String> {
+    let admin =
+        |method: reqwest::Method, path: &str| client.request(method, format!("{base}{path}")).bearer_auth(ADMIN_TOKEN);
+    let r = admin(reqwest::Method::POST, "/api/lists")
+        .json(&json!({"slug": "daily", "name": "Daily Briefing"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let readers: Vec<String> = (0..300).map(|i| format!("reader{i}@news.example")).collect();
+    let r = admin(
+        reqwest::Method::POST,
+        "/api/lists/daily/import?confirmed=true&consent=test",
+    )
+    .header("content-type", "text/csv")
+    .body(format!("email\n{}\n", readers.join("\n")))
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = admin(reqwest::Method::POST, "/api/lists/daily/items")
+        .json(
+            &json!({"items": [{"guid": "a", "title": "Story A", "url": "https://news.example/a",
+                                 "summary": "<p>A</p>", "published_at": chrono::Utc::now().to_rfc3339()}]}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    smtp.stall(Duration::from_millis(5));
+    let r = admin(reqwest::Method::POST, "/api/lists/daily/digests")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    smtp.wait_for_at_least(30, MAIL_WAIT).await;
+    readers
+}
+
+/// Waits until digest 1 is done with every reader sent, and checks each got it once.
+async fn finish_and_count(client: &reqwest::Client, base: &str, smtp: &SmtpServer, readers: &[String]) {
+    smtp.wait_for_count(readers.len(), MAIL_WAIT).await;
+    let deadline = Instant::now() + MAIL_WAIT;
+    loop {
+        let digest: Value = client
+            .get(format!("{base}/api/digests/1"))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if digest["status"] == "done" {
+            assert_eq!(digest["sent"], readers.len(), "{digest}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the digest never finished: {digest}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let counts = smtp.recipient_counts();
+    let twice: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "sent twice: {twice:?}");
+    assert_eq!(counts.len(), readers.len());
+}
+
+/// PostgreSQL itself stopped and started in the middle of a digest, on a cluster of the test's
+/// own: while it is down signups answer `503` and `/readyz` says why; sending resumes by itself
+/// once it is back, nothing lost and nothing sent twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_stopped_and_started_mid_digest() {
+    let Some(cluster) = crate::support::cluster::Cluster::start() else {
+        return;
+    };
+    // The app's database is the cluster's; the SQLite placeholder only fills ChildApp's slot.
+    let placeholder = TestDb::create(Backend::Sqlite).await.expect("SQLite");
+    let smtp = SmtpServer::start().await;
+    let url = cluster.url();
+    let vars = [("DATABASE_URL", url.as_str()), ("BULLETIN_REQUEST_TIMEOUT", "3s")];
+    let app = ChildApp::serve(&placeholder, &smtp, &vars).await;
+    let (base, client) = (app.base.as_str(), reqwest::Client::new());
+    let readers = start_a_digest(&client, base, &smtp).await;
+
+    cluster.down();
+    let (status, body) = signup(&client, base, "during@news.example").await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (503, Some("unavailable")),
+        "{body}"
+    );
+    let body = wait_for_readiness(&client, base, 503, "database", false).await;
+    assert!(body["database"]["error"].is_string(), "{body}");
+    assert!(smtp.count() < readers.len(), "the digest was not in flight");
+
+    cluster.up();
+    let back = Instant::now();
+    smtp.stall(Duration::ZERO);
+    finish_and_count(&client, base, &smtp, &readers).await;
+    assert!(
+        back.elapsed() < Duration::from_secs(20),
+        "resumed after {:?}",
+        back.elapsed()
+    );
+    wait_for_readiness(&client, base, 200, "database", true).await;
     drop(app);
 }

@@ -1,5 +1,6 @@
 pub mod app;
 pub mod browser;
+pub mod cluster;
 pub mod feed_server;
 pub mod fixtures;
 pub mod proxy;
