@@ -244,3 +244,74 @@ async fn opt_in_each(
     }
     Ok(started)
 }
+
+#[cfg(test)]
+mod properties {
+    use std::io::Write;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn file_of(bytes: &[u8]) -> tempfile::NamedTempFile {
+        let mut file = tempfile::NamedTempFile::new().expect("temp file");
+        file.write_all(bytes).expect("write");
+        file
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Any bytes at all: the reader ends, with rows, row errors or a refusal; never a panic
+        /// or a loop.
+        #[test]
+        fn any_bytes_are_read_to_the_end(body in proptest::collection::vec(any::<u8>(), 0..2048), header in any::<bool>()) {
+            let mut bytes = if header { b"email,name\n".to_vec() } else { Vec::new() };
+            bytes.extend(body);
+            let file = file_of(&bytes);
+            let mut calls = 0u64;
+            let _ = read_rows(file.path(), |_, _| {
+                calls += 1;
+                true
+            });
+            prop_assert!(calls <= bytes.len() as u64 + 1);
+        }
+
+        /// Rows of valid and invalid addresses: each is reported once, on its own line, valid ones
+        /// as parsed addresses with names cleaned of control characters and cut to 200.
+        #[test]
+        fn rows_come_back_on_their_lines(rows in proptest::collection::vec(
+            (prop_oneof!["[a-z]{1,12}@[a-z]{1,12}\\.org", "[a-z@. ]{0,12}"], "[ -~\\t]{0,300}"), 0..40)
+        ) {
+            let mut body = String::from("email,name\n");
+            for (email, name) in &rows {
+                let name: String = name.chars().filter(|c| *c != ',' && *c != '"').collect();
+                body.push_str(&format!("{email},{name}\n"));
+            }
+            let file = file_of(body.as_bytes());
+            let mut seen = Vec::new();
+            read_rows(file.path(), |line, row| {
+                seen.push((line, row));
+                true
+            })
+            .map_err(|e| TestCaseError::fail(e.to_string()))?;
+            // Every generated line has its comma, so none is blank: one record per row.
+            let expected: Vec<(u64, &(String, String))> =
+                rows.iter().enumerate().map(|(i, r)| (i as u64 + 2, r)).collect();
+            prop_assert_eq!(seen.len(), expected.len());
+            for ((line, row), (expected_line, (email, _))) in seen.iter().zip(expected) {
+                prop_assert_eq!(*line, expected_line);
+                match (row, EmailAddress::parse(email.trim())) {
+                    (Ok(row), Ok(address)) => {
+                        prop_assert_eq!(&row.email, &address);
+                        if let Some(name) = &row.name {
+                            prop_assert!(name.chars().count() <= 200 && !name.chars().any(char::is_control));
+                        }
+                    }
+                    (Err(_), Err(_)) => {}
+                    (row, parsed) => prop_assert!(false, "line {}: {:?} but {:?}", line, row, parsed),
+                }
+            }
+        }
+    }
+}

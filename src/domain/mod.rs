@@ -13,3 +13,6 @@ pub use origin::{WebOrigin, allowed_url};
 pub use signed::{ExpiringToken, LinkPurpose, LinkToken, LinkTokenError, keyed_hex, sign_expiring, sign_link};
 pub use slug::{ListSlug, SlugError};
 pub use token::{ConfirmationToken, TokenError, hex};
+
+#[cfg(test)]
+mod properties;

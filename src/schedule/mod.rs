@@ -357,3 +357,51 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const ZONES: [&str; 6] = [
+        "UTC",
+        "Europe/Kyiv",
+        "America/New_York",
+        "Australia/Lord_Howe",
+        "Asia/Kathmandu",
+        "America/Santiago",
+    ];
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn schedules_never_panic_on_any_text(cron in any::<String>(), zone in any::<String>()) {
+            let _ = Schedule::new(&cron, Some(&zone), Tz::UTC, None, None);
+            let _ = Schedule::new(&cron, None, Tz::UTC, Some(i64::MAX), Some(i64::MIN));
+        }
+
+        /// A daily slot in any zone, from any instant: the next slot is later, the one after it
+        /// later still, and neither is more than a day and a DST hour (and Lord Howe's half
+        /// hour) away.
+        #[test]
+        fn daily_slots_come_in_order_within_a_day(
+            minute in 0u32..60,
+            hour in 0u32..24,
+            zone in 0usize..ZONES.len(),
+            from in 1_700_000_000i64..2_000_000_000,
+        ) {
+            let cron = format!("{minute} {hour} * * *");
+            let schedule = Schedule::new(&cron, Some(ZONES[zone]), Tz::UTC, None, None)
+                .map_err(|e| TestCaseError::fail(format!("{cron}: {e}")))?;
+            let from = DateTime::from_timestamp(from, 0).unwrap_or_default();
+            let first = schedule.next_slot(from).ok_or_else(|| TestCaseError::fail("no slot"))?;
+            let second = schedule.next_slot(first).ok_or_else(|| TestCaseError::fail("no second slot"))?;
+            prop_assert!(first > from && second > first);
+            let most = TimeDelta::hours(25) + TimeDelta::minutes(30);
+            prop_assert!(first - from <= most, "{} after {}", first, from);
+            prop_assert!(second - first <= most, "{} after {}", second, first);
+        }
+    }
+}
