@@ -1,56 +1,48 @@
-//! IP networks, for the list of trusted proxies.
+//! IP networks, for the list of trusted proxies: `ipnet`'s parsing and matching, with bare
+//! addresses taken as single hosts and IPv4-mapped IPv6 addresses matched as the IPv4 they are.
 
 use std::net::IpAddr;
 use std::str::FromStr;
 
+use ipnet::IpNet;
+
 /// An IP network in CIDR notation (`10.0.0.0/8`, `2001:db8::/32`; a bare address is a /32 or /128).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cidr {
-    network: IpAddr,
-    prefix: u8,
-}
+pub struct Cidr(IpNet);
 
 impl FromStr for Cidr {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, String> {
-        let (addr, prefix) = match s.trim().split_once('/') {
-            Some((a, p)) => (a, Some(p)),
-            None => (s.trim(), None),
-        };
-        let network: IpAddr = addr
-            .parse()
-            .map_err(|_| format!("`{s}` is not an IP address or CIDR"))?;
-        let max = if network.is_ipv4() { 32 } else { 128 };
-        let prefix = match prefix {
-            None => max,
-            Some(p) => p
-                .parse::<u8>()
-                .ok()
-                .filter(|p| *p <= max)
-                .ok_or_else(|| format!("`{s}`: the prefix length must be 0 to {max}"))?,
-        };
-        Ok(Cidr { network, prefix })
+        let text = s.trim();
+        if let Ok(net) = text.parse::<IpNet>() {
+            return Ok(Cidr(canonical_net(net)));
+        }
+        match text.parse::<IpAddr>() {
+            Ok(addr) => Ok(Cidr(canonical_net(IpNet::from(addr)))),
+            Err(_) if text.contains('/') => Err(format!(
+                "`{s}`: not a network (an address, then a prefix length of 0 to 32 for IPv4, 128 for IPv6)"
+            )),
+            Err(_) => Err(format!("`{s}` is not an IP address or CIDR")),
+        }
+    }
+}
+
+/// `::ffff:10.0.0.0/104` as `10.0.0.0/8`.
+fn canonical_net(net: IpNet) -> IpNet {
+    match net {
+        IpNet::V6(v6) if v6.prefix_len() >= 96 => match v6.addr().to_ipv4_mapped() {
+            Some(v4) => ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96).map_or(net, IpNet::V4),
+            None => net,
+        },
+        other => other,
     }
 }
 
 impl Cidr {
     pub fn contains(&self, ip: IpAddr) -> bool {
-        let ip = canonical_ip(ip);
-        match (canonical_ip(self.network), ip) {
-            (IpAddr::V4(n), IpAddr::V4(a)) => {
-                mask(u32::from(n).into(), self.prefix, 32) == mask(u32::from(a).into(), self.prefix, 32)
-            }
-            (IpAddr::V6(n), IpAddr::V6(a)) => {
-                mask(u128::from(n), self.prefix, 128) == mask(u128::from(a), self.prefix, 128)
-            }
-            _ => false,
-        }
+        self.0.contains(&canonical_ip(ip))
     }
-}
-
-fn mask(bits: u128, prefix: u8, width: u8) -> u128 {
-    if prefix == 0 { 0 } else { bits >> (width - prefix) }
 }
 
 /// IPv4-mapped IPv6 addresses (`::ffff:1.2.3.4`, from dual-stack sockets) as the IPv4 they are.
@@ -86,6 +78,8 @@ mod tests {
                 .unwrap()
                 .contains("127.0.0.1".parse().unwrap())
         );
+        let mapped: Cidr = "::ffff:10.0.0.0/104".parse().unwrap();
+        assert!(mapped.contains("10.9.9.9".parse().unwrap()));
         for bad in ["10.0.0.0/33", "nonsense", "10.0.0.0/x", "::/129"] {
             assert!(bad.parse::<Cidr>().is_err(), "{bad}");
         }
