@@ -2,13 +2,13 @@
 //! and admin requests answer `503` in the error shape within the request timeout (neither a hang
 //! nor a `500`), and everything goes on when it returns.
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
 use crate::support::app::{ADMIN_TOKEN, Backend, ChildApp, MAIL_WAIT, TestDb};
-use crate::support::proxy::Proxy;
+use crate::support::fixtures::digest_in_flight;
+use crate::support::proxy::proxied_postgres;
 use crate::support::smtp::SmtpServer;
 
 async fn readyz(client: &reqwest::Client, base: &str) -> (u16, Value) {
@@ -44,16 +44,10 @@ async fn signup(client: &reqwest::Client, base: &str, email: &str) -> (u16, Valu
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readiness_names_what_fails_and_an_outage_answers_503() {
-    let Some(db) = TestDb::create(Backend::Postgres).await else {
+    let Some((db, proxy, url)) = proxied_postgres().await else {
         return;
     };
     let smtp = SmtpServer::start().await;
-    let mut url = url::Url::parse(db.url()).unwrap();
-    let target: SocketAddr = format!("{}:{}", url.host_str().unwrap(), url.port().unwrap_or(5432))
-        .parse()
-        .unwrap();
-    let proxy = Proxy::start(target).await;
-    url.set_port(Some(proxy.addr.port())).unwrap();
     let timeout = Duration::from_secs(3);
     let app = ChildApp::serve(
         &db,
@@ -68,14 +62,7 @@ async fn readiness_names_what_fails_and_an_outage_answers_503() {
         ready,
         json!({"database": {"ok": true}, "migrations": {"ok": true}, "sender": {"ok": true}})
     );
-    let r = client
-        .post(format!("{base}/api/lists"))
-        .bearer_auth(ADMIN_TOKEN)
-        .json(&json!({"slug": "daily", "name": "Daily Briefing"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
+    app.create_list("daily", "Daily Briefing").await;
 
     // The SMTP server away: signups are still taken; the sender entry says what fails.
     smtp.set_down(true);
@@ -143,16 +130,10 @@ async fn readiness_names_what_fails_and_an_outage_answers_503() {
 /// not when the 30 s leases run out, and nothing accepted is sent again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_database_outage_a_digest_resumes_at_once_and_sends_nothing_twice() {
-    let Some(db) = TestDb::create(Backend::Postgres).await else {
+    let Some((db, proxy, url)) = proxied_postgres().await else {
         return;
     };
     let smtp = SmtpServer::start().await;
-    let mut url = url::Url::parse(db.url()).unwrap();
-    let target: SocketAddr = format!("{}:{}", url.host_str().unwrap(), url.port().unwrap_or(5432))
-        .parse()
-        .unwrap();
-    let proxy = Proxy::start(target).await;
-    url.set_port(Some(proxy.addr.port())).unwrap();
     let app = ChildApp::serve(
         &db,
         &smtp,
@@ -160,7 +141,7 @@ async fn after_a_database_outage_a_digest_resumes_at_once_and_sends_nothing_twic
     )
     .await;
     let (base, client) = (app.base.as_str(), reqwest::Client::new());
-    let readers = start_a_digest(&client, base, &smtp).await;
+    let readers = digest_in_flight(&app, &smtp, 300, Duration::from_millis(5), 30).await;
 
     proxy.cut().await;
     // The outage lasts until the process has seen it (its readiness says so).
@@ -247,14 +228,7 @@ async fn a_locked_sqlite_file_answers_503_then_goes_on() {
     let smtp = SmtpServer::start().await;
     let app = ChildApp::serve(&db, &smtp, &[]).await;
     let (base, client) = (app.base.as_str(), reqwest::Client::new());
-    let r = client
-        .post(format!("{base}/api/lists"))
-        .bearer_auth(ADMIN_TOKEN)
-        .json(&json!({"slug": "daily", "name": "Daily Briefing"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
+    app.create_list("daily", "Daily Briefing").await;
     assert_eq!(signup(&client, base, "before@news.example").await.0, 202);
 
     // This test process is the other process: it takes the write lock and keeps it.
@@ -284,47 +258,6 @@ async fn a_locked_sqlite_file_answers_503_then_goes_on() {
         .unwrap();
     assert_eq!(check, "ok");
     drop(app);
-}
-
-/// A list of 300 confirmed readers and a digest to them under way (30 sent), the SMTP server's
-/// replies slowed to keep it in flight; the readers.
-async fn start_a_digest(client: &reqwest::Client, base: &str, smtp: &SmtpServer) -> Vec<String> {
-    let admin =
-        |method: reqwest::Method, path: &str| client.request(method, format!("{base}{path}")).bearer_auth(ADMIN_TOKEN);
-    let r = admin(reqwest::Method::POST, "/api/lists")
-        .json(&json!({"slug": "daily", "name": "Daily Briefing"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    let readers: Vec<String> = (0..300).map(|i| format!("reader{i}@news.example")).collect();
-    let r = admin(
-        reqwest::Method::POST,
-        "/api/lists/daily/import?confirmed=true&consent=test",
-    )
-    .header("content-type", "text/csv")
-    .body(format!("email\n{}\n", readers.join("\n")))
-    .send()
-    .await
-    .unwrap();
-    assert_eq!(r.status(), 200);
-    let r = admin(reqwest::Method::POST, "/api/lists/daily/items")
-        .json(
-            &json!({"items": [{"guid": "a", "title": "Story A", "url": "https://news.example/a",
-                                 "summary": "<p>A</p>", "published_at": chrono::Utc::now().to_rfc3339()}]}),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    smtp.stall(Duration::from_millis(5));
-    let r = admin(reqwest::Method::POST, "/api/lists/daily/digests")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 202);
-    smtp.wait_for_at_least(30, MAIL_WAIT).await;
-    readers
 }
 
 /// Waits until digest 1 is done with every reader sent, and checks each got it once.
@@ -369,7 +302,7 @@ async fn postgres_stopped_and_started_mid_digest() {
     let vars = [("DATABASE_URL", url.as_str()), ("BULLETIN_REQUEST_TIMEOUT", "3s")];
     let app = ChildApp::serve(&placeholder, &smtp, &vars).await;
     let (base, client) = (app.base.as_str(), reqwest::Client::new());
-    let readers = start_a_digest(&client, base, &smtp).await;
+    let readers = digest_in_flight(&app, &smtp, 300, Duration::from_millis(5), 30).await;
 
     cluster.down();
     let (status, body) = signup(&client, base, "during@news.example").await;

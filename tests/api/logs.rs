@@ -25,14 +25,7 @@ async fn json_logs_mask_addresses_and_never_hold_tokens() {
     ];
     let app = ChildApp::serve_logging_to(&db, &smtp, &vars, file).await;
     let (base, client) = (app.base.as_str(), reqwest::Client::new());
-    let r = client
-        .post(format!("{base}/api/lists"))
-        .bearer_auth(ADMIN_TOKEN)
-        .json(&json!({"slug": "daily", "name": "Daily Briefing"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
+    app.create_list("daily", "Daily Briefing").await;
 
     // A reader signs up, confirms and leaves; another's address is refused by the SMTP server,
     // whose answer (quoted in the log) names it.

@@ -68,14 +68,7 @@ async fn metrics_move_with_signups_sends_and_unsubscribes(backend: Backend) {
 
     let r = client.get(format!("{base}/metrics")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "behind the admin token");
-    let r = client
-        .post(format!("{base}/api/lists"))
-        .bearer_auth(ADMIN_TOKEN)
-        .json(&json!({"slug": "daily", "name": "Daily Briefing"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
+    app.create_list("daily", "Daily Briefing").await;
 
     // The SMTP server away: the confirmation waits in the queue, and the gauge shows it.
     smtp.set_down(true);

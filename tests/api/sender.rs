@@ -309,47 +309,9 @@ async fn sigterm_mid_digest_exits_within_10_s_and_a_restart_finishes_it(backend:
         return;
     };
     let smtp = SmtpServer::start().await;
-    // Slow replies (five per message): eight sessions send about 25 messages a second.
-    smtp.stall(Duration::from_millis(60));
     let app = ChildApp::serve(&db, &smtp, &[]).await;
-    let client = reqwest::Client::new();
-    let admin = |method: reqwest::Method, path: &str| {
-        client
-            .request(method, format!("{}{path}", app.base))
-            .bearer_auth(ADMIN_TOKEN)
-    };
-    let r = admin(reqwest::Method::POST, "/api/lists")
-        .json(&serde_json::json!({"slug": "daily", "name": "Daily Briefing"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    let readers: Vec<String> = (0..200).map(|i| format!("reader{i}@news.example")).collect();
-    let r = admin(
-        reqwest::Method::POST,
-        "/api/lists/daily/import?confirmed=true&consent=test",
-    )
-    .header("content-type", "text/csv")
-    .body(format!("email\n{}\n", readers.join("\n")))
-    .send()
-    .await
-    .unwrap();
-    assert_eq!(r.status(), 200);
-    let r = admin(reqwest::Method::POST, "/api/lists/daily/items")
-        .json(
-            &serde_json::json!({"items": [{"guid": "a", "title": "Story A", "url": "https://news.example/a",
-                                 "summary": "<p>A</p>", "published_at": chrono::Utc::now().to_rfc3339()}]}),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let r = admin(reqwest::Method::POST, "/api/lists/daily/digests")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 202);
-    smtp.wait_for_at_least(10, MAIL_WAIT).await;
+    // Slow replies (five per message): eight sessions send about 25 messages a second.
+    let readers = crate::support::fixtures::digest_in_flight(&app, &smtp, 200, Duration::from_millis(60), 10).await;
 
     let asked = std::time::Instant::now();
     let status = app.terminate().await;

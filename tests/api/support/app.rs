@@ -392,6 +392,23 @@ pub struct ChildApp {
 }
 
 impl ChildApp {
+    /// An admin API request to this process.
+    pub fn admin(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        reqwest::Client::new()
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(ADMIN_TOKEN)
+    }
+
+    pub async fn create_list(&self, slug: &str, name: &str) {
+        let r = self
+            .admin(reqwest::Method::POST, "/api/lists")
+            .json(&serde_json::json!({"slug": slug, "name": name}))
+            .send()
+            .await
+            .expect("create the list");
+        assert_eq!(r.status(), 201);
+    }
+
     /// Starts `bulletin serve` on `db`, sending to `smtp`, and waits until it answers.
     pub async fn serve(db: &TestDb, smtp: &SmtpServer, extra: &[(&str, &str)]) -> ChildApp {
         Self::serve_logging_to(db, smtp, extra, std::process::Stdio::inherit()).await

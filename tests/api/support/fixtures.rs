@@ -98,3 +98,43 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A list `daily` of `readers` confirmed readers on `app` and a digest to them under way (at least
+/// `under_way` sent), the SMTP server's replies slowed by `stall` to keep it in flight; the readers.
+pub async fn digest_in_flight(
+    app: &super::app::ChildApp,
+    smtp: &super::smtp::SmtpServer,
+    readers: usize,
+    stall: Duration,
+    under_way: usize,
+) -> Vec<String> {
+    app.create_list("daily", "Daily Briefing").await;
+    let readers: Vec<String> = (0..readers).map(|i| format!("reader{i}@news.example")).collect();
+    let r = app
+        .admin(Method::POST, "/api/lists/daily/import?confirmed=true&consent=test")
+        .header("content-type", "text/csv")
+        .body(format!("email\n{}\n", readers.join("\n")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = app
+        .admin(Method::POST, "/api/lists/daily/items")
+        .json(
+            &json!({"items": [{"guid": "a", "title": "Story A", "url": "https://news.example/a",
+                                 "summary": "<p>A</p>", "published_at": chrono::Utc::now().to_rfc3339()}]}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    smtp.stall(stall);
+    let r = app
+        .admin(Method::POST, "/api/lists/daily/digests")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    smtp.wait_for_at_least(under_way, MAIL_WAIT).await;
+    readers
+}

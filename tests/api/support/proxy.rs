@@ -67,3 +67,20 @@ impl Proxy {
         self.serve(listener);
     }
 }
+
+/// A test database of `backend`'s PostgreSQL behind a proxy: the database, the proxy, and the URL
+/// that reaches the database through it. `None` where PostgreSQL is not reachable.
+pub async fn proxied_postgres() -> Option<(super::app::TestDb, Proxy, String)> {
+    let db = super::app::TestDb::create(super::app::Backend::Postgres).await?;
+    let mut url = url::Url::parse(db.url()).expect("the database URL");
+    let target: SocketAddr = format!(
+        "{}:{}",
+        url.host_str().unwrap_or("127.0.0.1"),
+        url.port().unwrap_or(5432)
+    )
+    .parse()
+    .expect("PostgreSQL's address");
+    let proxy = Proxy::start(target).await;
+    url.set_port(Some(proxy.addr.port())).expect("a port");
+    Some((db, proxy, url.to_string()))
+}
