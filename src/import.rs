@@ -60,12 +60,11 @@ struct Columns {
     name: Option<usize>,
 }
 
-fn open(path: &Path) -> Result<(csv::Reader<std::fs::File>, Columns), ImportError> {
+fn open<R: std::io::Read>(input: R) -> Result<(csv::Reader<R>, Columns), ImportError> {
     let mut reader = csv::ReaderBuilder::new()
         .flexible(true)
         .trim(csv::Trim::All)
-        .from_path(path)
-        .map_err(|e| ImportError::Unreadable(format!("cannot read the CSV file: {e}")))?;
+        .from_reader(input);
     let headers = reader
         .headers()
         .map_err(|e| ImportError::Unreadable(format!("cannot read the CSV header: {e}")))?;
@@ -78,8 +77,19 @@ fn open(path: &Path) -> Result<(csv::Reader<std::fs::File>, Columns), ImportErro
 }
 
 /// Reads every record, calling `each` with its line and the parsed row (or the row's error).
-fn read_rows(path: &Path, mut each: impl FnMut(u64, Result<ImportRow, String>) -> bool) -> Result<(), ImportError> {
-    let (mut reader, columns) = open(path)?;
+fn read_rows(path: &Path, each: impl FnMut(u64, Result<ImportRow, String>) -> bool) -> Result<(), ImportError> {
+    let file =
+        std::fs::File::open(path).map_err(|e| ImportError::Unreadable(format!("cannot read the CSV file: {e}")))?;
+    read_rows_from(std::io::BufReader::new(file), each)
+}
+
+/// As `read_rows`, from any reader (the fuzz target's bytes).
+#[doc(hidden)]
+pub fn read_rows_from<R: std::io::Read>(
+    input: R,
+    mut each: impl FnMut(u64, Result<ImportRow, String>) -> bool,
+) -> Result<(), ImportError> {
+    let (mut reader, columns) = open(input)?;
     let mut record = csv::StringRecord::new();
     loop {
         let line = reader.position().line() + 1;

@@ -27,6 +27,19 @@ pub use admin::parse_new_list;
 pub use error::ApiError;
 pub use feeds::parse_interval;
 
+/// The signup body parser (form or JSON by `content_type`), for the fuzz target: `Ok` with the
+/// parsed address and the number of lists named, or the error's code.
+#[doc(hidden)]
+pub fn parse_signup_body(content_type: &str, body: &[u8]) -> Result<(String, usize), &'static str> {
+    let mut headers = axum::http::HeaderMap::new();
+    if let Ok(value) = axum::http::HeaderValue::from_str(content_type) {
+        headers.insert(axum::http::header::CONTENT_TYPE, value);
+    }
+    subscriptions::parse_signup(&headers, body)
+        .map(|(email, lists)| (email.as_str().to_owned(), lists))
+        .map_err(|e| e.code)
+}
+
 use std::ops::Deref;
 use std::sync::Arc;
 

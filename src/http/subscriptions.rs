@@ -81,6 +81,15 @@ pub async fn subscribe(
     }
 }
 
+/// What a signup body (form or JSON, by `headers`) holds, its address parsed, with nothing
+/// stored: the fuzz target's way in.
+pub(crate) fn parse_signup(headers: &HeaderMap, bytes: &[u8]) -> Result<(EmailAddress, usize), ApiError> {
+    let request: SignupRequest = parse_body(headers, bytes)?;
+    let email = EmailAddress::parse(request.email.as_deref().unwrap_or_default())
+        .map_err(|e| ApiError::invalid("invalid_email", "email", e.to_string()))?;
+    Ok((email, request.lists.len()))
+}
+
 /// Validates, records the signup and queues its confirmation email (never sends it here).
 async fn signup(
     state: &AppState,
