@@ -133,6 +133,19 @@ const DROPPED_WITH_CONTENT: &[&str] = &[
 /// Parses a fetched feed body. `content_type` is the HTTP header (only its charset is used);
 /// `feed_url` is where the body came from, the base for relative links without xml:base.
 pub fn parse_feed(body: &[u8], content_type: Option<&str>, feed_url: &Url) -> Result<ParsedFeed, FeedError> {
+    // The XML reader under feed-rs panics on some documents (found by fuzzing: an encoding
+    // declared after the reader's prefix buffer was drained). A feed is someone else's bytes:
+    // such a document is malformed, and the poller goes on.
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        parse_feed_unguarded(body, content_type, feed_url)
+    }))
+    .unwrap_or_else(|_| {
+        tracing::warn!(feed = %feed_url, "the feed parser gave up on a document (it panicked)");
+        Err(FeedError::Malformed("the document could not be read".to_owned()))
+    })
+}
+
+fn parse_feed_unguarded(body: &[u8], content_type: Option<&str>, feed_url: &Url) -> Result<ParsedFeed, FeedError> {
     let text = decode_body(body, content_type);
     if text.trim().is_empty() {
         return Err(FeedError::Malformed("the document is empty".to_owned()));
@@ -1492,6 +1505,17 @@ mod tests {
              3. Three\n4. Four\n\n\
              Café & bar — done"
         );
+    }
+
+    /// Found by fuzzing (fuzz/run feed): the XML reader under feed-rs panicked on it.
+    #[test]
+    fn a_document_that_makes_the_xml_reader_panic_is_malformed() {
+        let body = include_bytes!("../../tests/data/fuzz/feed-encoding-after-prefix.xml");
+        let base = Url::parse("https://news.example/feed.xml").unwrap();
+        assert!(matches!(
+            parse_feed(body, Some("application/xml"), &base),
+            Err(FeedError::Malformed(_))
+        ));
     }
 
     #[test]
