@@ -8,7 +8,7 @@ use reqwest::StatusCode;
 use serde_json::json;
 
 use crate::on_both_backends;
-use crate::support::app::{ADMIN_TOKEN, Backend, ChildApp, MAIL_WAIT, TestDb, find_link};
+use crate::support::app::{ADMIN_TOKEN, Backend, ChildApp, MAIL_WAIT, TestDb};
 use crate::support::smtp::SmtpServer;
 
 on_both_backends!(metrics_move_with_signups_sends_and_unsubscribes);
@@ -113,15 +113,7 @@ async fn metrics_move_with_signups_sends_and_unsubscribes(backend: Backend) {
         .await;
     let confirmation = [("kind", "confirmation"), ("outcome", "sent")];
     wait_for_value(&client, base, "bulletin_deliveries_total", &confirmation, 1.0).await;
-    let link = find_link(&mail.text_body(), &format!("{base}/subscriptions/confirm?token=")).expect("link");
-    let token = link.split("token=").nth(1).unwrap().to_owned();
-    let r = client
-        .post(format!("{base}/subscriptions/confirm"))
-        .form(&[("token", token.as_str())])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    app.confirm(&mail).await;
     let welcome = smtp
         .wait_for(|m| m.subject().is_some_and(|s| s.contains("Welcome")), MAIL_WAIT)
         .await;

@@ -409,6 +409,25 @@ impl ChildApp {
         assert_eq!(r.status(), 201);
     }
 
+    /// Confirms the signup of a confirmation email `mail` by posting its token, as the
+    /// confirmation page's button does; the token.
+    pub async fn confirm(&self, mail: &crate::support::smtp::Received) -> String {
+        let link = find_link(
+            &mail.text_body(),
+            &format!("{}/subscriptions/confirm?token=", self.base),
+        )
+        .expect("a confirmation link");
+        let token = link.split("token=").nth(1).expect("a token").to_owned();
+        let r = reqwest::Client::new()
+            .post(format!("{}/subscriptions/confirm", self.base))
+            .form(&[("token", token.as_str())])
+            .send()
+            .await
+            .expect("confirm");
+        assert_eq!(r.status(), 200);
+        token
+    }
+
     /// Starts `bulletin serve` on `db`, sending to `smtp`, and waits until it answers.
     pub async fn serve(db: &TestDb, smtp: &SmtpServer, extra: &[(&str, &str)]) -> ChildApp {
         Self::serve_logging_to(db, smtp, extra, std::process::Stdio::inherit()).await
