@@ -130,6 +130,12 @@ impl Application {
         &self.state.store
     }
 
+    /// The path of every route this app serves (the contract test checks each JSON one against
+    /// the OpenAPI document).
+    pub fn route_paths(&self) -> Vec<String> {
+        crate::http::route_paths(self.state.clone())
+    }
+
     /// Serves until `stop` resolves, then stops taking requests, lets the sender finish what it
     /// has in flight, and returns.
     pub async fn run_until(self, stop: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {

@@ -25,13 +25,13 @@ pub struct ImportOptions {
     pub skip_invalid: bool,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct RowError {
     pub line: u64,
     pub message: String,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
 pub struct ImportReport {
     /// Data rows read.
     pub rows: u64,
@@ -163,7 +163,14 @@ pub async fn import_file(
     path: &Path,
     options: &ImportOptions,
 ) -> Result<ImportReport, ImportError> {
-    let consent = options.consent.as_deref().map(str::trim).filter(|c| !c.is_empty());
+    // A consent record is one line of text; PostgreSQL refuses NUL in text.
+    let consent: Option<String> = options
+        .consent
+        .as_deref()
+        .map(|c| c.chars().filter(|c| !c.is_control()).take(500).collect::<String>())
+        .map(|c| c.trim().to_owned())
+        .filter(|c| !c.is_empty());
+    let consent = consent.as_deref();
     if options.confirmed && consent.is_none() {
         return Err(ImportError::ConsentRequired);
     }

@@ -386,6 +386,8 @@ impl Worker {
                 // One clear error per outage, not one per retry.
                 if first && error.starts_with("cannot write the email file") {
                     tracing::error!(%error, retry_in = ?delay, "sender: cannot write emails to BULLETIN_OUTBOX_DIR; nothing is lost, retrying with backoff");
+                } else if first && error.starts_with("database: ") {
+                    tracing::error!(%error, retry_in = ?delay, "sender: the database is unavailable; nothing is lost, retrying with backoff");
                 } else if first {
                     tracing::error!(%error, retry_in = ?delay, "sender: SMTP session failed; nothing is lost, retrying with backoff");
                 } else {

@@ -252,6 +252,15 @@ impl DigestRequest {
         );
         crate::domain::hex(&<sha2::Sha256 as sha2::Digest>::digest(canonical.as_bytes()))
     }
+
+    /// The items it may carry: what came after `since`, late stories included; without `since`,
+    /// what was published in the last `DEFAULT_LOOKBACK`.
+    pub fn window(&self, now: DateTime<Utc>) -> crate::store::ItemWindow {
+        match self.since {
+            Some(since) => crate::store::ItemWindow::after(since),
+            None => crate::store::ItemWindow::published_within(now, DEFAULT_LOOKBACK),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -276,9 +285,8 @@ pub async fn build_next(
     request: &DigestRequest,
 ) -> Result<(Vec<DigestItem>, Rendered), DigestError> {
     let now = crate::store::now();
-    let since = request.since.unwrap_or(now - DEFAULT_LOOKBACK);
     let max = request.max_items.unwrap_or(DEFAULT_MAX_ITEMS);
-    let items = store.eligible_items(list.id, since, max).await?;
+    let items = store.eligible_items(list.id, request.window(now), max).await?;
     if items.is_empty() {
         return Err(DigestError::NoItems);
     }
@@ -331,7 +339,7 @@ pub async fn create(
     let new = crate::store::NewDigest {
         public_id: &public_id,
         list_id: list.id,
-        since: request.since.unwrap_or(now - DEFAULT_LOOKBACK),
+        window: request.window(now),
         max_items: request.max_items.unwrap_or(DEFAULT_MAX_ITEMS),
         idempotency_key,
         request_hash: &fingerprint,

@@ -211,8 +211,7 @@ fn convert_entry(
     feed_url: &Url,
 ) -> Option<ParsedItem> {
     let url = entry_url(entry, feed_type, feed_url);
-    let id = entry.id.trim();
-    let key = if id.is_empty() { url.clone()? } else { id.to_owned() };
+    let key = item_key(&entry.id).or_else(|| url.as_deref().and_then(item_key))?;
 
     let (summary_html, summary_text) = match summary_source(entry, feed_type, bases, feed_url) {
         Some((html, base)) => sanitize_with_text(&html, &base),
@@ -232,7 +231,7 @@ fn convert_entry(
     }
 
     Some(ParsedItem {
-        key: bounded_key(key),
+        key,
         title,
         url,
         summary_html,
@@ -268,16 +267,22 @@ fn is_http(url: &Url) -> bool {
     matches!(url.scheme(), "http" | "https")
 }
 
-fn bounded_key(key: String) -> String {
+/// An item's stable key from its guid (or link): control characters dropped, and a key too long
+/// to index replaced by its hash. `None` when nothing is left.
+pub fn item_key(raw: &str) -> Option<String> {
+    let key: String = raw.trim().chars().filter(|c| !c.is_control()).collect();
+    if key.is_empty() {
+        return None;
+    }
     if key.len() <= KEY_MAX_BYTES {
-        return key;
+        return Some(key);
     }
     let digest = Sha256::digest(key.as_bytes());
     let mut out = String::from("sha256:");
     for byte in digest.iter() {
         out.push_str(&format!("{byte:02x}"));
     }
-    out
+    Some(out)
 }
 
 /// Picks the summary (else the content body, else a Media RSS description), turns it into HTML
@@ -480,8 +485,19 @@ static TITLE_CLEANER: LazyLock<ammonia::Builder<'static>> = LazyLock::new(|| {
     builder
 });
 
+/// Words joined by single spaces, control characters dropped: a title is one line, and
+/// PostgreSQL refuses NUL in text.
 fn collapse_whitespace(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
+    let mut out = String::with_capacity(s.len());
+    for word in s.split_whitespace() {
+        let word = word.chars().filter(|c| !c.is_control());
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.extend(word);
+    }
+    out.truncate(out.trim_end().len());
+    out
 }
 
 /// At most `max` characters; a cut ends at a word boundary when one is near and gets an ellipsis.
@@ -725,6 +741,8 @@ impl TextRenderer {
 
     fn finish(mut self) -> String {
         self.end_link();
+        // Lines are all a text part keeps; PostgreSQL refuses NUL in text.
+        self.out.retain(|c| c == '\n' || !c.is_control());
         self.out
     }
 }
@@ -1574,6 +1592,40 @@ mod tests {
         assert_eq!(feed.items.len(), 2);
         assert!(feed.items[0].key.starts_with("sha256:") && feed.items[0].key.len() == 7 + 64);
         assert_eq!(feed.items[1].title, "First");
+    }
+
+    #[test]
+    fn control_characters_are_dropped_from_what_is_stored() {
+        // PostgreSQL refuses NUL in text: a pushed title "\0z" was an internal error there.
+        assert_eq!(plain_text("\u{0}z"), "z");
+        assert_eq!(plain_text("a\u{1}b &amp;\u{0} c"), "ab & c");
+        let (html, text) = clean_summary("\u{c4}\u{0}<p>x\u{0}y</p>", &url("https://news.example.com/"));
+        assert!(!html.contains('\0') && !text.contains('\0'), "{html:?} {text:?}");
+        assert_eq!(item_key(" \u{0}g\u{7}1 ").as_deref(), Some("g1"));
+        assert_eq!(item_key("\u{0}\u{1}"), None);
+        let feed = parse(
+            &rss_with_items(
+                "<item><guid>&#1;</guid><link>https://news.example.com/a</link><title>A&#1;</title></item>",
+            ),
+            "https://news.example.com/feed.xml",
+        );
+        assert_eq!(feed.items[0].key, "https://news.example.com/a");
+        assert_eq!(feed.items[0].title, "A");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn stored_text_never_holds_control_characters(raw in "\\PC*|[\\x00-\\x1f<>&;#a-z ]*") {
+            let base = url("https://news.example.com/");
+            let title = plain_text(&raw);
+            proptest::prop_assert!(!title.chars().any(char::is_control), "{title:?}");
+            let (html, text) = clean_summary(&raw, &base);
+            proptest::prop_assert!(!html.contains('\0'), "{html:?}");
+            proptest::prop_assert!(!text.chars().any(|c| c != '\n' && c.is_control()), "{text:?}");
+            if let Some(key) = item_key(&raw) {
+                proptest::prop_assert!(!key.is_empty() && !key.chars().any(char::is_control));
+            }
+        }
     }
 
     #[test]

@@ -13,10 +13,10 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::AppState;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::extract::ApiJson;
 use crate::domain::ListSlug;
-use crate::store::{List, ListChange, ListCounts, NewList, StoreError, SubscriptionStatus};
+use crate::store::{List, ListChange, ListCounts, NewList, StoreError, SubscriberPage, SubscriptionStatus};
 
 /// Digests of the configured admin tokens: comparing digests in constant time hides both the
 /// tokens' contents and their lengths.
@@ -63,19 +63,38 @@ pub async fn require_admin(State(state): State<AppState>, request: Request, next
     }
 }
 
-#[derive(Deserialize)]
+/// A new list.
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct CreateList {
+    /// Its name in URLs and forms: 1 to 64 lowercase letters, digits and hyphens.
+    #[schema(example = "daily", pattern = "^[a-z0-9-]{1,64}$")]
     slug: String,
+    /// 1 to 200 characters, no line breaks.
+    #[schema(example = "Daily Briefing", max_length = 200)]
     name: String,
+    /// At most 2000 characters.
     #[serde(default)]
+    #[schema(example = "The news at 7am", max_length = 2000)]
     description: String,
 }
 
-#[derive(Serialize)]
+/// A list and its subscriptions counted by status.
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct ListView {
     #[serde(flatten)]
     list: List,
     counts: ListCounts,
+}
+
+/// A list as `PATCH` leaves it.
+#[derive(Serialize, utoipa::ToSchema)]
+struct ListChanged {
+    slug: String,
+    name: String,
+    description: String,
+    created_at: chrono::DateTime<chrono::Utc>,
+    /// Whether its sent digests are public at `/lists/{slug}/archive`.
+    archive: bool,
 }
 
 /// Checks a list's display text: a name or description ends up in email subjects and pages.
@@ -104,6 +123,19 @@ pub fn parse_new_list(slug: &str, name: &str, description: &str) -> Result<NewLi
     })
 }
 
+/// Creates a list.
+#[utoipa::path(
+    post,
+    path = "/lists",
+    operation_id = "createList",
+    tag = "lists",
+    request_body = CreateList,
+    responses(
+        (status = 201, description = "Created.", body = ListView),
+        (status = 409, description = "A list with this slug exists (`list_exists`).", body = ErrorBody),
+        (status = 422, description = "An invalid slug, name or description (`invalid_slug`, `invalid_name`, `invalid_description`), or a missing field.", body = ErrorBody),
+    ),
+)]
 pub async fn create_list(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<CreateList>,
@@ -137,18 +169,34 @@ pub(super) async fn create(state: &AppState, slug: &str, name: &str, description
     }
 }
 
-#[derive(Deserialize)]
+/// What to change of a list: each field left out stays as it is.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateList {
     #[serde(default)]
+    #[schema(max_length = 200)]
     name: Option<String>,
     #[serde(default)]
+    #[schema(max_length = 2000)]
     description: Option<String>,
+    /// Publish its sent digests at `/lists/{slug}/archive`.
     #[serde(default)]
     archive: Option<bool>,
 }
 
-/// `PATCH /api/lists/{slug}`: any of name, description and archive; the list as it is now.
+/// Changes a list's name, description or archive; answers the list as it is now.
+#[utoipa::path(
+    patch,
+    path = "/lists/{slug}",
+    operation_id = "updateList",
+    tag = "lists",
+    params(("slug" = String, Path, description = "The list's slug.")),
+    request_body = UpdateList,
+    responses(
+        (status = 200, description = "The list as it is now.", body = ListChanged),
+        (status = 404, description = "No such list (`unknown_list`).", body = ErrorBody),
+    ),
+)]
 pub async fn update_list(
     State(state): State<AppState>,
     Path(slug): Path<String>,
@@ -169,16 +217,24 @@ pub async fn update_list(
     let (list, archive) = state.store.update_list(list.id, &change).await?;
     state.lists.forget();
     tracing::info!(list = %list.slug, archive, "list changed");
-    Ok(Json(serde_json::json!({
-        "slug": list.slug,
-        "name": list.name,
-        "description": list.description,
-        "created_at": list.created_at,
-        "archive": archive,
-    }))
+    Ok(Json(ListChanged {
+        slug: list.slug,
+        name: list.name,
+        description: list.description,
+        created_at: list.created_at,
+        archive,
+    })
     .into_response())
 }
 
+/// Every list with its counts.
+#[utoipa::path(
+    get,
+    path = "/lists",
+    operation_id = "listLists",
+    tag = "lists",
+    responses((status = 200, description = "Every list, oldest first.", body = Vec<ListView>)),
+)]
 pub async fn lists(State(state): State<AppState>) -> Result<Json<Vec<ListView>>, ApiError> {
     let lists = state.store.lists_with_counts().await?;
     Ok(Json(
@@ -200,14 +256,32 @@ pub async fn find_list(state: &AppState, slug: &str) -> Result<List, ApiError> {
     }
 }
 
-/// `GET /api/lists/{slug}/subscribers?status=&after=&limit=`
+/// A page of a list's subscribers, oldest first.
+#[utoipa::path(
+    get,
+    path = "/lists/{slug}/subscribers",
+    operation_id = "listSubscribers",
+    tag = "lists",
+    params(
+        ("slug" = String, Path, description = "The list's slug."),
+        ("status" = inline(Option<SubscriptionStatus>), Query, description = "Only subscriptions in this status."),
+        ("after" = Option<String>, Query, description = "The `next` cursor of the previous page.", pattern = "^[0-9]+$"),
+        ("limit" = Option<i64>, Query, description = "Subscribers per page (default 100).", minimum = 1, maximum = 1000),
+    ),
+    responses(
+        (status = 200, description = "A page of the list's subscribers, oldest first.", body = SubscriberPage),
+        (status = 404, description = "No such list (`unknown_list`).", body = ErrorBody),
+        (status = 422, description = "A bad `status`, `after` or `limit` (`invalid_status`, `invalid_cursor`, `invalid_limit`).", body = ErrorBody),
+    ),
+)]
 pub async fn subscribers(
     State(state): State<AppState>,
     Path(slug): Path<String>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
+    // Exactly the documented values: an empty or signed value is refused, not taken as absent.
     let status = match query.get("status").map(String::as_str) {
-        None | Some("") => None,
+        None => None,
         Some(s) => Some(SubscriptionStatus::parse(s).ok_or_else(|| {
             ApiError::invalid(
                 "invalid_status",
@@ -217,8 +291,8 @@ pub async fn subscribers(
         })?),
     };
     let after = match query.get("after").map(String::as_str) {
-        None | Some("") => 0,
-        Some(s) => s.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
+        None => 0,
+        Some(s) => whole_number(s).ok_or_else(|| {
             ApiError::invalid(
                 "invalid_cursor",
                 "after",
@@ -227,14 +301,20 @@ pub async fn subscribers(
         })?,
     };
     let limit = match query.get("limit").map(String::as_str) {
-        None | Some("") => 100,
-        Some(s) => s
-            .parse::<i64>()
-            .ok()
+        None => 100,
+        Some(s) => whole_number(s)
             .filter(|n| (1..=1000).contains(n))
             .ok_or_else(|| ApiError::invalid("invalid_limit", "limit", "limit is a whole number from 1 to 1000."))?,
     };
     let list = find_list(&state, &slug).await?;
     let page = state.store.subscribers_page(list.id, status, after, limit).await?;
     Ok(Json(page).into_response())
+}
+
+/// A query parameter's whole number: digits only (no sign, no spaces).
+fn whole_number(s: &str) -> Option<i64> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
 }

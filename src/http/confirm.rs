@@ -5,10 +5,10 @@ use axum::Json;
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::AppState;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::extract::{Format, Origin, RawBody, parse_body, query_param};
 use crate::domain::{ConfirmationToken, EmailAddress};
 use crate::store::{ConfirmOutcome, List};
@@ -76,8 +76,24 @@ fn names(lists: &[List]) -> String {
     crate::mail::join_names(&lists.iter().map(|l| l.name.as_str()).collect::<Vec<_>>())
 }
 
-/// `GET /subscriptions/confirm?token=…`: checks the token read-only and answers a page whose form
-/// confirms. Mail scanners that fetch links change nothing.
+/// The page of an emailed confirmation link; changes nothing.
+///
+/// Checks the token read-only and answers a page whose form confirms (submitted at once by a
+/// line of script). Mail scanners that fetch links change nothing.
+#[utoipa::path(
+    get,
+    path = "/subscriptions/confirm",
+    operation_id = "confirmationPage",
+    tag = "signup",
+    security(()),
+    params(("token" = String, Query, description = "The token of the emailed link.", pattern = "^[A-Za-z0-9_-]{43}$")),
+    responses(
+        (status = 200, description = "A page whose form confirms.", content_type = "text/html", body = String),
+        (status = 400, description = "A malformed token.", content_type = "text/html", body = String),
+        (status = 404, description = "An unknown token.", content_type = "text/html", body = String),
+        (status = 410, description = "An expired link, with a button for a fresh one.", content_type = "text/html", body = String),
+    ),
+)]
 pub async fn confirm_page(State(state): State<AppState>, RawQuery(query): RawQuery) -> Response {
     let Ok(token) = ConfirmationToken::parse(&query_param(query.as_deref(), "token").unwrap_or_default()) else {
         return LinkProblem::Malformed.into_response();
@@ -96,17 +112,54 @@ pub async fn confirm_page(State(state): State<AppState>, RawQuery(query): RawQue
     super::pages::page(StatusCode::OK, &page)
 }
 
-#[derive(Deserialize, Default)]
+/// The token of a confirmation link.
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 struct TokenForm {
+    /// The `token` of the emailed link.
     #[serde(default)]
+    #[schema(required = true, pattern = "^[A-Za-z0-9_-]{43}$")]
     token: String,
+}
+
+/// A confirmed signup: the lists it confirmed, by slug.
+#[derive(Serialize, utoipa::ToSchema)]
+struct Subscribed<'a> {
+    #[schema(example = "subscribed")]
+    status: &'static str,
+    #[schema(example = json!(["daily"]))]
+    lists: Vec<&'a str>,
 }
 
 fn token_from_body(headers: &HeaderMap, body: Result<RawBody, ApiError>) -> Result<TokenForm, ApiError> {
     parse_body(headers, &body?.0)
 }
 
-/// `POST /subscriptions/confirm` (form field `token`): confirms every list of that signup.
+/// Confirms a signup.
+///
+/// Confirms every list of the signup (the form the emailed link's page posts), records the
+/// confirming request, and queues a welcome email per list. Confirming again answers the same
+/// until the link expires.
+#[utoipa::path(
+    post,
+    path = "/subscriptions/confirm",
+    operation_id = "confirmSubscription",
+    tag = "signup",
+    security(()),
+    request_body(content(
+        (TokenForm = "application/json"),
+        (TokenForm = "application/x-www-form-urlencoded"),
+    )),
+    responses(
+        (status = 200, description = "Subscribed (JSON, or a page for a form post).",
+         content((Subscribed = "application/json"), (String = "text/html"))),
+        (status = 400, description = "A malformed token (`malformed_token`), or a body that does not parse.",
+         content((ErrorBody = "application/json"), (String = "text/html"))),
+        (status = 404, description = "An unknown token (`unknown_token`).",
+         content((ErrorBody = "application/json"), (String = "text/html"))),
+        (status = 410, description = "An expired link (`expired_token`); the page offers a fresh one.",
+         content((ErrorBody = "application/json"), (String = "text/html"))),
+    ),
+)]
 pub async fn confirm(
     State(state): State<AppState>,
     Origin(origin): Origin,
@@ -180,7 +233,11 @@ pub async fn confirm(
     };
     let slugs: Vec<&str> = lists.iter().map(|l| l.slug.as_str()).collect();
     match format {
-        Format::Json => Json(serde_json::json!({"status": "subscribed", "lists": slugs})).into_response(),
+        Format::Json => Json(Subscribed {
+            status: "subscribed",
+            lists: slugs,
+        })
+        .into_response(),
         Format::Html => {
             let message = format!("You're subscribed to {}. Welcome!", names(&lists));
             super::pages::message(StatusCode::OK, "You're subscribed", &message, false)

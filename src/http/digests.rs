@@ -9,20 +9,46 @@ use serde::Deserialize;
 
 use super::AppState;
 use super::admin::find_list;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiJson, IdPath, RawBody, parse_json, query_param};
 use crate::digest::{DigestError, DigestRequest, MAX_ITEMS_LIMIT};
 use crate::domain::EmailAddress;
-use crate::store::{List, NewOutboxMessage, StoreError};
+use crate::store::{DigestView, List, NewOutboxMessage, StoreError};
 
-#[derive(Deserialize, Default)]
-struct RequestBody {
+/// What a digest is made of; every field may be left out, and so may the body.
+#[derive(Deserialize, Default, utoipa::ToSchema)]
+struct DigestOptions {
+    /// Items published since this time, or first seen since then and dated at most 24 h before
+    /// it (default: the last 24 h).
     #[serde(default)]
+    #[schema(value_type = Option<chrono::DateTime<chrono::Utc>>)]
     since: Option<String>,
+    /// At most this many items, newest first (default 20).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 100)]
     max_items: Option<i64>,
+    /// The subject (default: the list's name and the date); 200 characters at most.
     #[serde(default)]
+    #[schema(max_length = 200)]
     subject: Option<String>,
+}
+
+/// A digest queued (or, for a repeated `Idempotency-Key`, the one queued before).
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct DigestQueued {
+    id: i64,
+    /// `queued`, or the earlier digest's status.
+    #[schema(example = "queued")]
+    status: String,
+    items: i64,
+    recipients: i64,
+}
+
+/// A test copy queued.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct TestQueued {
+    #[schema(example = "queued")]
+    status: &'static str,
 }
 
 /// Parses the optional JSON body of a digest request.
@@ -37,7 +63,7 @@ fn digest_request(headers: &HeaderMap, bytes: &[u8]) -> Result<DigestRequest, Ap
             "Send the body as application/json.",
         ));
     }
-    let body: RequestBody = parse_json(bytes)?;
+    let body: DigestOptions = parse_json(bytes)?;
     let since = match body.since.as_deref() {
         None => None,
         Some(raw) => Some(
@@ -92,7 +118,26 @@ impl From<DigestError> for ApiError {
     }
 }
 
-/// `POST /api/lists/{slug}/digests`
+/// Queues a digest of the list's recent items to every confirmed subscriber.
+///
+/// The sender delivers it in the background; watch it with `GET /api/digests/{id}`.
+#[utoipa::path(
+    post,
+    path = "/lists/{slug}/digests",
+    operation_id = "createDigest",
+    tag = "digests",
+    params(
+        ("slug" = String, Path, description = "The list's slug."),
+        ("Idempotency-Key" = Option<String>, Header, description = "1 to 200 characters: a retry with the same key and body answers the digest queued the first time."),
+    ),
+    request_body(content = Option<DigestOptions>, content_type = "application/json"),
+    responses(
+        (status = 202, description = "Queued.", body = DigestQueued),
+        (status = 404, description = "No such list (`unknown_list`).", body = ErrorBody),
+        (status = 409, description = "No new items (`no_items`) or no confirmed subscriber (`no_recipients`).", body = ErrorBody),
+        (status = 422, description = "A bad `since`, `max_items`, `subject` or `Idempotency-Key`, or the key reused for another request (`idempotency_mismatch`).", body = ErrorBody),
+    ),
+)]
 pub async fn create(
     State(state): State<AppState>,
     Path(slug): Path<String>,
@@ -118,10 +163,15 @@ pub async fn create(
         ),
     };
     let (digest, created) = queue(&state, &list, &request, key).await?;
-    let status = if created { "queued" } else { digest.status.as_str() };
+    let status = if created { "queued".to_owned() } else { digest.status };
     Ok((
         StatusCode::ACCEPTED,
-        Json(serde_json::json!({"id": digest.id, "status": status, "items": digest.items, "recipients": digest.recipients})),
+        Json(DigestQueued {
+            id: digest.id,
+            status,
+            items: digest.items,
+            recipients: digest.recipients,
+        }),
     )
         .into_response())
 }
@@ -149,7 +199,18 @@ pub(super) fn digest_not_found(id: i64) -> ApiError {
     )
 }
 
-/// `GET /api/digests/{id}`
+/// A digest and its progress.
+#[utoipa::path(
+    get,
+    path = "/digests/{id}",
+    operation_id = "getDigest",
+    tag = "digests",
+    params(("id" = i64, Path, description = "The digest's id.")),
+    responses(
+        (status = 200, description = "The digest.", body = DigestView),
+        (status = 404, description = "No such digest (`unknown_digest`).", body = ErrorBody),
+    ),
+)]
 pub async fn show(State(state): State<AppState>, IdPath(id): IdPath) -> Result<Response, ApiError> {
     match state.store.digest(id).await {
         Ok(d) => Ok(Json(d).into_response()),
@@ -158,13 +219,36 @@ pub async fn show(State(state): State<AppState>, IdPath(id): IdPath) -> Result<R
     }
 }
 
-/// `GET /api/lists/{slug}/digests`: newest first.
+/// A list's digests, newest first.
+#[utoipa::path(
+    get,
+    path = "/lists/{slug}/digests",
+    operation_id = "listDigests",
+    tag = "digests",
+    params(("slug" = String, Path, description = "The list's slug.")),
+    responses(
+        (status = 200, description = "The list's digests, newest first.", body = Vec<DigestView>),
+        (status = 404, description = "No such list (`unknown_list`).", body = ErrorBody),
+    ),
+)]
 pub async fn list(State(state): State<AppState>, Path(slug): Path<String>) -> Result<Response, ApiError> {
     let list = find_list(&state, &slug).await?;
     Ok(Json(state.store.digests(Some(list.id)).await?).into_response())
 }
 
-/// `POST /api/digests/{id}/cancel`
+/// Cancels a digest: its unsent deliveries are not sent.
+#[utoipa::path(
+    post,
+    path = "/digests/{id}/cancel",
+    operation_id = "cancelDigest",
+    tag = "digests",
+    params(("id" = i64, Path, description = "The digest's id.")),
+    responses(
+        (status = 200, description = "Cancelled: the digest as it is now.", body = DigestView),
+        (status = 404, description = "No such digest (`unknown_digest`).", body = ErrorBody),
+        (status = 409, description = "Already sent in full (`digest_finished`).", body = ErrorBody),
+    ),
+)]
 pub async fn cancel(State(state): State<AppState>, IdPath(id): IdPath) -> Result<Response, ApiError> {
     Ok(Json(cancel_digest(&state, id).await?).into_response())
 }
@@ -189,16 +273,47 @@ pub(super) async fn cancel_digest(state: &AppState, id: i64) -> Result<crate::st
 pub(super) const EMAIL_PREVIEW_CSP: &str =
     "default-src 'none'; style-src 'unsafe-inline'; img-src https: data:; sandbox";
 
-/// `GET /api/lists/{slug}/digests/preview[?format=text]`: the next digest, with a placeholder
-/// unsubscribe link; changes nothing.
+/// The next digest as it would go out, with a placeholder unsubscribe link; changes nothing.
+#[utoipa::path(
+    get,
+    path = "/lists/{slug}/digests/preview",
+    operation_id = "previewDigest",
+    tag = "digests",
+    params(
+        ("slug" = String, Path, description = "The list's slug."),
+        ("format" = inline(Option<PreviewFormat>), Query, description = "`html` (the default) or `text`."),
+    ),
+    responses(
+        (status = 200, description = "The next digest's HTML part (under its own sandboxing policy), or its text part.",
+         content((String = "text/html"), (String = "text/plain"))),
+        (status = 404, description = "No such list (`unknown_list`).", body = ErrorBody),
+        (status = 409, description = "No new items (`no_items`).", body = ErrorBody),
+        (status = 422, description = "A format other than `html` or `text` (`invalid_format`).", body = ErrorBody),
+    ),
+)]
 pub async fn preview(
     State(state): State<AppState>,
     Path(slug): Path<String>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
+    let text = match query_param(query.as_deref(), "format").as_deref() {
+        None | Some("html") => false,
+        Some("text") => true,
+        Some(_) => {
+            return Err(ApiError::invalid("invalid_format", "format", "format is html or text."));
+        }
+    };
     let list = find_list(&state, &slug).await?;
-    let text = query_param(query.as_deref(), "format").as_deref() == Some("text");
     preview_of(&state, &list, text).await
+}
+
+/// The parts a preview shows.
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)]
+enum PreviewFormat {
+    Html,
+    Text,
 }
 
 /// The next digest of `list` as HTML (sandboxed) or plain text.
@@ -230,13 +345,28 @@ pub(super) async fn preview_of(state: &AppState, list: &List, text: bool) -> Res
     })
 }
 
-#[derive(Deserialize)]
+/// Where a test copy goes.
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct TestBody {
+    #[schema(format = Email, example = "editor@news.example")]
     to: String,
 }
 
-/// `POST /api/lists/{slug}/digests/test`: the next digest to one address, marked as a test;
-/// the items stay unsent.
+/// Sends the next digest to one address, marked as a test; the items stay unsent.
+#[utoipa::path(
+    post,
+    path = "/lists/{slug}/digests/test",
+    operation_id = "sendTestDigest",
+    tag = "digests",
+    params(("slug" = String, Path, description = "The list's slug.")),
+    request_body = TestBody,
+    responses(
+        (status = 202, description = "The test copy is queued.", body = TestQueued),
+        (status = 404, description = "No such list (`unknown_list`).", body = ErrorBody),
+        (status = 409, description = "No new items (`no_items`).", body = ErrorBody),
+        (status = 422, description = "An invalid address (`invalid_email`, field `to`).", body = ErrorBody),
+    ),
+)]
 pub async fn test_send(
     State(state): State<AppState>,
     Path(slug): Path<String>,
@@ -244,7 +374,7 @@ pub async fn test_send(
 ) -> Result<Response, ApiError> {
     let list = find_list(&state, &slug).await?;
     send_test(&state, &list, &body.to).await?;
-    Ok((StatusCode::ACCEPTED, Json(serde_json::json!({"status": "queued"}))).into_response())
+    Ok((StatusCode::ACCEPTED, Json(TestQueued { status: "queued" })).into_response())
 }
 
 /// Queues the test copy of the next digest for `to`.

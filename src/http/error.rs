@@ -18,17 +18,25 @@ pub struct ApiError {
     pub field: Option<String>,
 }
 
-#[derive(Serialize)]
-struct Body<'a> {
-    error: Inner<'a>,
+/// Every JSON error: `{"error": {"code", "message", "field"?}}`; the one error schema of the
+/// OpenAPI document.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Error)]
+pub struct ErrorBody<'a> {
+    pub error: ErrorDetail<'a>,
 }
 
-#[derive(Serialize)]
-struct Inner<'a> {
-    code: &'a str,
-    message: &'a str,
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail<'a> {
+    /// A stable machine-readable code, such as `invalid_email` or `unknown_list`.
+    #[schema(example = "invalid_email")]
+    pub code: &'a str,
+    /// What went wrong, in words for the reader or operator.
+    pub message: &'a str,
+    /// The one request field at fault, when there is one.
     #[serde(skip_serializing_if = "Option::is_none")]
-    field: Option<&'a str>,
+    #[schema(nullable = false)]
+    pub field: Option<&'a str>,
 }
 
 impl ApiError {
@@ -56,6 +64,15 @@ impl ApiError {
             code,
             message: message.into(),
             field: None,
+        }
+    }
+
+    /// The error's JSON detail (the `error` member of its body).
+    pub fn detail(&self) -> ErrorDetail<'_> {
+        ErrorDetail {
+            code: self.code,
+            message: &self.message,
+            field: self.field.as_deref(),
         }
     }
 
@@ -99,13 +116,7 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = Body {
-            error: Inner {
-                code: self.code,
-                message: &self.message,
-                field: self.field.as_deref(),
-            },
-        };
+        let body = ErrorBody { error: self.detail() };
         (self.status, Json(body)).into_response()
     }
 }

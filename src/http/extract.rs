@@ -153,6 +153,17 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             format!("The JSON body nests deeper than {MAX_JSON_DEPTH} levels."),
         ));
     }
+    // Every body is an object: serde would also read a struct from an array of its fields.
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(match serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
+            Ok(_) => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_field",
+                "The JSON body must be an object.",
+            ),
+            Err(e) => invalid_json(&e),
+        });
+    }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
@@ -309,6 +320,12 @@ mod tests {
             parse_json::<T>(br#"{"email": "x"} trailing"#).unwrap_err().status,
             StatusCode::BAD_REQUEST
         );
+        // A struct is read from an object only, never from an array of its fields.
+        assert_eq!(
+            parse_json::<T>(br#"["a@b.org", []]"#).unwrap_err().status,
+            StatusCode::UNPROCESSABLE_ENTITY
+        );
+        assert_eq!(parse_json::<T>(b"[oops").unwrap_err().status, StatusCode::BAD_REQUEST);
     }
 
     #[test]

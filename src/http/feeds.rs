@@ -11,20 +11,23 @@ use serde::{Deserialize, Serialize};
 
 use super::AppState;
 use super::admin::find_list;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiJson, IdPath};
 use crate::feeds::{DEFAULT_INTERVAL, PollError};
-use crate::store::{Feed, NewItem, StoreError};
+use crate::store::{Feed, IngestCounts, NewItem, StoreError};
 
 /// Body limit of the item push route.
 pub const PUSH_BODY_LIMIT: usize = 10 * 1024 * 1024;
 const MIN_INTERVAL: Duration = Duration::from_secs(60);
 const MAX_INTERVAL: Duration = Duration::from_secs(7 * 24 * 3600);
 
-#[derive(Serialize)]
+/// A feed of a list, polled or receiving pushed items.
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct FeedView {
     #[serde(flatten)]
     feed: Feed,
+    /// How often it is polled, such as `10m`.
+    #[schema(example = "10m")]
     poll_interval: String,
 }
 
@@ -36,11 +39,27 @@ impl From<Feed> for FeedView {
     }
 }
 
-#[derive(Deserialize)]
+/// A feed to poll.
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct AddFeed {
+    /// An http or https URL of an RSS, Atom or JSON feed.
+    #[schema(format = Uri, example = "https://news.example/feed.xml")]
     url: String,
+    /// From `1m` to `7d` (default `10m`).
     #[serde(default)]
+    #[schema(example = "10m")]
     poll_interval: Option<String>,
+}
+
+/// What a poll brought.
+#[derive(Serialize, utoipa::ToSchema)]
+struct Polled {
+    /// Items new to the feed.
+    new: u64,
+    /// Known items whose content changed.
+    updated: u64,
+    /// The feed's items now.
+    items: i64,
 }
 
 /// Parses a poll interval such as `10m`: from one minute to a week.
@@ -55,6 +74,21 @@ pub fn parse_interval(raw: Option<&str>) -> Result<Duration, String> {
     Ok(interval)
 }
 
+/// Adds a feed to poll to a list; it is polled at once.
+#[utoipa::path(
+    post,
+    path = "/lists/{slug}/feeds",
+    operation_id = "addFeed",
+    tag = "feeds",
+    params(("slug" = String, Path, description = "The list's slug.")),
+    request_body = AddFeed,
+    responses(
+        (status = 201, description = "Added.", body = FeedView),
+        (status = 404, description = "No such list (`unknown_list`).", body = ErrorBody),
+        (status = 409, description = "The list has this feed already (`feed_exists`).", body = ErrorBody),
+        (status = 422, description = "A URL that is not http(s) or points at a private network (`invalid_url`), or an interval out of range (`invalid_interval`).", body = ErrorBody),
+    ),
+)]
 pub async fn add_feed(
     State(state): State<AppState>,
     Path(slug): Path<String>,
@@ -93,6 +127,18 @@ pub(super) async fn add(
     }
 }
 
+/// A list's feeds.
+#[utoipa::path(
+    get,
+    path = "/lists/{slug}/feeds",
+    operation_id = "listFeeds",
+    tag = "feeds",
+    params(("slug" = String, Path, description = "The list's slug.")),
+    responses(
+        (status = 200, description = "The list's feeds.", body = Vec<FeedView>),
+        (status = 404, description = "No such list (`unknown_list`).", body = ErrorBody),
+    ),
+)]
 pub async fn list_feeds(State(state): State<AppState>, Path(slug): Path<String>) -> Result<Response, ApiError> {
     let list = find_list(&state, &slug).await?;
     let feeds = state.store.feeds(Some(list.id)).await?;
@@ -103,6 +149,18 @@ fn feed_not_found(id: i64) -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "unknown_feed", format!("There is no feed {id}."))
 }
 
+/// Removes a feed; its items stay.
+#[utoipa::path(
+    delete,
+    path = "/feeds/{id}",
+    operation_id = "deleteFeed",
+    tag = "feeds",
+    params(("id" = i64, Path, description = "The feed's id.")),
+    responses(
+        (status = 204, description = "Removed."),
+        (status = 404, description = "No such feed (`unknown_feed`).", body = ErrorBody),
+    ),
+)]
 pub async fn delete_feed(State(state): State<AppState>, IdPath(id): IdPath) -> Result<StatusCode, ApiError> {
     remove(&state, id).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -116,9 +174,29 @@ pub(super) async fn remove(state: &AppState, id: i64) -> Result<(), ApiError> {
     }
 }
 
+/// Polls a feed now.
+#[utoipa::path(
+    post,
+    path = "/feeds/{id}/poll",
+    operation_id = "pollFeed",
+    tag = "feeds",
+    params(("id" = i64, Path, description = "The feed's id.")),
+    responses(
+        (status = 200, description = "Polled.", body = Polled),
+        (status = 404, description = "No such feed (`unknown_feed`).", body = ErrorBody),
+        (status = 409, description = "A feed of pushed items is not polled (`push_feed`).", body = ErrorBody),
+        (status = 502, description = "The feed could not be fetched or parsed (`feed_unavailable`).", body = ErrorBody),
+        (status = 503, description = "The feed is being polled right now (`feed_busy`), or the database did not answer (`unavailable`).", body = ErrorBody),
+    ),
+)]
 pub async fn poll_feed(State(state): State<AppState>, IdPath(id): IdPath) -> Result<Response, ApiError> {
     let (counts, items) = poll(&state, id).await?;
-    Ok(Json(serde_json::json!({"new": counts.new, "updated": counts.updated, "items": items})).into_response())
+    Ok(Json(Polled {
+        new: counts.new,
+        updated: counts.updated,
+        items,
+    })
+    .into_response())
 }
 
 /// Polls a feed now: what it brought, and the feed's items since.
@@ -146,24 +224,37 @@ pub(super) async fn poll(state: &AppState, id: i64) -> Result<(crate::store::Ing
     }
 }
 
-#[derive(Deserialize)]
+/// Items for a list, as a site's publishing system pushes them.
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct PushBody {
+    /// Checked one by one (an error names the item), stored all or none.
+    #[schema(value_type = Vec<PushItem>)]
     items: Vec<serde_json::Value>,
 }
 
-#[derive(Deserialize)]
+/// One pushed item; an item already pushed (same `guid`, else the same `url`) is updated.
+#[derive(Deserialize, utoipa::ToSchema)]
 struct PushItem {
+    /// Its stable id (default: its URL).
     #[serde(default)]
     guid: Option<String>,
     #[serde(default)]
+    #[schema(required = true, value_type = String, example = "Council approves the new tram line")]
     title: Option<String>,
+    /// An http or https URL.
     #[serde(default)]
+    #[schema(required = true, value_type = String, format = Uri, example = "https://news.example/2026/12/07/tram")]
     url: Option<String>,
+    /// HTML or text; sanitised.
     #[serde(default)]
     summary: Option<String>,
+    /// An RFC 3339 time (default: now).
     #[serde(default)]
+    #[schema(value_type = Option<chrono::DateTime<chrono::Utc>>)]
     published_at: Option<String>,
+    /// An absolute http(s) URL of its picture.
     #[serde(default)]
+    #[schema(format = Uri)]
     image_url: Option<String>,
 }
 
@@ -196,10 +287,9 @@ fn parse_pushed(value: serde_json::Value, base: &url::Url) -> Result<NewItem, St
     let key = item
         .guid
         .as_deref()
-        .map(str::trim)
-        .filter(|g| !g.is_empty())
-        .unwrap_or(url.as_str())
-        .to_owned();
+        .and_then(crate::feeds::parse::item_key)
+        .or_else(|| crate::feeds::parse::item_key(url.as_str()))
+        .unwrap_or_else(|| url.to_string());
     let image_url = match item.image_url.as_deref().map(str::trim).filter(|u| !u.is_empty()) {
         None => None,
         Some(raw) => Some(
@@ -227,7 +317,20 @@ fn parse_pushed(value: serde_json::Value, base: &url::Url) -> Result<NewItem, St
     })
 }
 
-/// `POST /api/lists/{slug}/items`: validated as a whole; one bad item stores nothing.
+/// Pushes items to a list, validated as a whole: one bad item stores nothing.
+#[utoipa::path(
+    post,
+    path = "/lists/{slug}/items",
+    operation_id = "pushItems",
+    tag = "feeds",
+    params(("slug" = String, Path, description = "The list's slug.")),
+    request_body(content = PushBody, description = "At most 10 MiB."),
+    responses(
+        (status = 200, description = "Stored.", body = IngestCounts),
+        (status = 404, description = "No such list (`unknown_list`).", body = ErrorBody),
+        (status = 422, description = "An item is invalid (`invalid_item`, `field` is `items[N]`).", body = ErrorBody),
+    ),
+)]
 pub async fn push_items(
     State(state): State<AppState>,
     Path(slug): Path<String>,

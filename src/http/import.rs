@@ -11,8 +11,8 @@ use tokio::io::AsyncWriteExt;
 
 use super::AppState;
 use super::admin::find_list;
-use super::error::ApiError;
-use crate::import::{ImportError, ImportOptions};
+use super::error::{ApiError, ErrorBody};
+use crate::import::{ImportError, ImportOptions, ImportReport};
 
 pub const IMPORT_LIMIT: u64 = 1024 * 1024 * 1024;
 
@@ -28,6 +28,40 @@ fn flag(query: &HashMap<String, String>, name: &str) -> Result<bool, ApiError> {
     }
 }
 
+/// A refused import: the error, and for invalid rows the report naming each one's line.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct ImportRefused<'a> {
+    error: super::error::ErrorDetail<'a>,
+    /// For `invalid_rows` only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    report: Option<ImportReport>,
+}
+
+/// Imports a CSV of addresses into a list.
+///
+/// A header row names `email` (and optionally `name`); up to 1 GiB, streamed. Rows are confirmed
+/// with a consent record, or each is sent a confirmation email.
+#[utoipa::path(
+    post,
+    path = "/lists/{slug}/import",
+    operation_id = "importSubscribers",
+    tag = "lists",
+    params(
+        ("slug" = String, Path, description = "The list's slug."),
+        ("confirmed" = Option<bool>, Query, description = "Import as confirmed (needs `consent`) instead of sending each a confirmation email."),
+        ("consent" = Option<String>, Query, description = "Where the consent of a confirmed import was given, recorded on each row (one line: control characters are dropped, at most 500 characters kept)."),
+        ("skip_invalid" = Option<bool>, Query, description = "Import the valid rows of a file with invalid ones."),
+    ),
+    request_body(content = String, content_type = "text/csv", description = "Up to 1 GiB."),
+    responses(
+        (status = 200, description = "Imported.", body = ImportReport),
+        (status = 404, description = "No such list (`unknown_list`).", body = ErrorBody),
+        (status = 413, description = "Over 1 GiB (`payload_too_large`).", body = ErrorBody),
+        (status = 422, description = "Invalid rows and `skip_invalid` not set (`invalid_rows`: nothing imported, the report names each line), an unreadable file (`invalid_csv`), a bad flag (`invalid_flag`), or `consent` missing (`consent_required`).",
+         content((ImportRefused = "application/json"))),
+    ),
+)]
 pub async fn import(
     State(state): State<AppState>,
     Path(slug): Path<String>,
@@ -58,10 +92,11 @@ pub async fn import(
         }
         Err(ImportError::InvalidRows(report)) => {
             let message = ImportError::InvalidRows(report.clone()).to_string();
-            let body = serde_json::json!({
-                "error": {"code": "invalid_rows", "message": message},
-                "report": report,
-            });
+            let refused = ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_rows", message);
+            let body = ImportRefused {
+                error: refused.detail(),
+                report: Some(report),
+            };
             Ok((StatusCode::UNPROCESSABLE_ENTITY, Json(body)).into_response())
         }
         Err(ImportError::Unreadable(message)) => {

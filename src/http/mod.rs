@@ -14,6 +14,7 @@ mod extract;
 mod feeds;
 mod health;
 mod import;
+mod openapi;
 mod pages;
 mod preferences;
 mod privacy;
@@ -51,10 +52,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use tokio::sync::Notify;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultOnFailure, TraceLayer};
 
 use crate::config::Config;
 use crate::store::Store;
+use openapi::Routes;
 
 /// Shared by every handler. Cheap to clone.
 #[derive(Clone)]
@@ -127,152 +129,147 @@ impl AppState {
 }
 
 pub fn router(state: AppState) -> Router {
+    build(state).0
+}
+
+/// The path of every route the app serves, documented or not (the contract test walks them).
+pub fn route_paths(state: AppState) -> Vec<String> {
+    build(state).2
+}
+
+fn build(state: AppState) -> (Router, utoipa::openapi::OpenApi, Vec<String>) {
+    use utoipa_axum::routes;
     let timeout = middleware::from_fn_with_state(state.clone(), defences::deadline);
     // Signups and resends send email: the rate limit guards them.
     let limited = middleware::from_fn_with_state(state.clone(), defences::rate_limit);
     // The routes a news site's own pages post to from the browser.
     let cors = middleware::from_fn_with_state(state.clone(), cors::cors);
-    let public = Router::new()
-        .route("/", get(pages::signup_form))
-        .route("/static/style.css", get(pages::stylesheet))
-        .route("/static/admin.js", get(pages::admin_script))
-        .route(
-            "/subscriptions",
-            post(subscriptions::subscribe)
-                .route_layer(limited.clone())
+    let public = Routes::new()
+        .page("/", get(pages::signup_form))
+        .page("/static/style.css", get(pages::stylesheet))
+        .page("/static/admin.js", get(pages::admin_script))
+        .doc_with(routes!(subscriptions::subscribe), |post| {
+            post.route_layer(limited.clone())
                 .options(|| async { StatusCode::NO_CONTENT })
-                .layer(cors.clone()),
-        )
-        .route("/embed.js", get(pages::embed_script))
-        .route(
-            "/subscriptions/confirm",
-            get(confirm::confirm_page).post(confirm::confirm),
-        )
-        .route(
+                .layer(cors.clone())
+        })
+        .page("/embed.js", get(pages::embed_script))
+        .doc(routes!(confirm::confirm_page, confirm::confirm))
+        .page(
             "/subscriptions/resend",
             post(confirm::resend).route_layer(limited.clone()),
         )
-        .route(
-            "/unsubscribe",
-            get(unsubscribe::unsubscribe_page).post(unsubscribe::unsubscribe),
-        )
-        .route("/preferences", get(preferences::page_of).post(preferences::act))
-        .route(
+        .doc(routes!(unsubscribe::unsubscribe_page, unsubscribe::unsubscribe))
+        .page("/preferences", get(preferences::page_of).post(preferences::act))
+        .page(
             "/preferences/link",
             post(preferences::send_link).route_layer(limited.clone()),
         )
-        .route(
+        .page(
             "/preferences/erase",
             get(preferences::erase_page).post(preferences::erase),
         )
-        .route("/digests/{public_id}", get(archive::web_version))
-        .route("/lists/{slug}/archive", get(archive::page))
-        .route("/lists/{slug}/archive.atom", get(archive::atom))
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
-        .layer(DefaultBodyLimit::max(extract::PUBLIC_BODY_LIMIT))
-        .layer(timeout.clone());
+        .page("/digests/{public_id}", get(archive::web_version))
+        .page("/lists/{slug}/archive", get(archive::page))
+        .page("/lists/{slug}/archive.atom", get(archive::atom))
+        .page("/healthz", get(health::healthz))
+        .page("/readyz", get(health::readyz))
+        .with(|r| {
+            r.layer(DefaultBodyLimit::max(extract::PUBLIC_BODY_LIMIT))
+                .layer(timeout.clone())
+        });
 
     // The dashboard: every page behind a session, but the login (rate-limited like signups).
-    let dashboard = Router::new()
-        .route("/admin", get(dashboard::overview))
-        .route("/admin/logout", post(dashboard::logout))
-        .route("/admin/lists", post(dashboard::create_list))
-        .route("/admin/lists/{slug}", get(dashboard::list_page))
-        .route("/admin/lists/{slug}/feeds", post(dashboard::add_feed))
-        .route("/admin/feeds/{id}/poll", post(dashboard::poll_feed))
-        .route("/admin/feeds/{id}/remove", post(dashboard::remove_feed))
-        .route("/admin/lists/{slug}/schedule", post(dashboard::set_schedule))
-        .route("/admin/lists/{slug}/schedule/remove", post(dashboard::remove_schedule))
-        .route("/admin/lists/{slug}/preview", get(dashboard::preview))
-        .route("/admin/lists/{slug}/test", post(dashboard::send_test))
-        .route(
+    let session = middleware::from_fn_with_state(state.clone(), dashboard::require_session);
+    let dashboard = Routes::new()
+        .page("/admin", get(dashboard::overview))
+        .page("/admin/logout", post(dashboard::logout))
+        .page("/admin/lists", post(dashboard::create_list))
+        .page("/admin/lists/{slug}", get(dashboard::list_page))
+        .page("/admin/lists/{slug}/feeds", post(dashboard::add_feed))
+        .page("/admin/feeds/{id}/poll", post(dashboard::poll_feed))
+        .page("/admin/feeds/{id}/remove", post(dashboard::remove_feed))
+        .page("/admin/lists/{slug}/schedule", post(dashboard::set_schedule))
+        .page("/admin/lists/{slug}/schedule/remove", post(dashboard::remove_schedule))
+        .page("/admin/lists/{slug}/preview", get(dashboard::preview))
+        .page("/admin/lists/{slug}/test", post(dashboard::send_test))
+        .page(
             "/admin/lists/{slug}/send",
             get(dashboard::send_form).post(dashboard::send),
         )
-        .route("/admin/lists/{slug}/export.csv", get(dashboard::export))
-        .route("/admin/subscribers", get(dashboard::readers))
-        .route("/admin/subscribers/{id}", get(dashboard::reader))
-        .route(
+        .page("/admin/lists/{slug}/export.csv", get(dashboard::export))
+        .page("/admin/subscribers", get(dashboard::readers))
+        .page("/admin/subscribers/{id}", get(dashboard::reader))
+        .page(
             "/admin/subscribers/{id}/{action}",
             get(dashboard::reader_confirm).post(dashboard::reader_act),
         )
-        .route("/admin/digests/{id}", get(dashboard::digest_page))
-        .route("/admin/digests/{id}/progress", get(dashboard::progress))
-        .route(
+        .page("/admin/digests/{id}", get(dashboard::digest_page))
+        .page("/admin/digests/{id}/progress", get(dashboard::progress))
+        .page(
             "/admin/digests/{id}/cancel",
             get(dashboard::cancel_form).post(dashboard::cancel),
         )
-        .route("/admin/import", get(dashboard::import_form))
-        .route("/admin/{*rest}", get(not_found).post(not_found))
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            dashboard::require_session,
-        ))
-        .route(
+        .page("/admin/import", get(dashboard::import_form))
+        .page("/admin/{*rest}", get(not_found).post(not_found))
+        .with(|r| r.route_layer(session.clone()))
+        .page(
             "/admin/login",
             get(dashboard::login_form).merge(post(dashboard::login).route_layer(limited)),
         )
-        .layer(DefaultBodyLimit::max(extract::PUBLIC_BODY_LIMIT))
-        .layer(timeout.clone())
+        .with(|r| {
+            r.layer(DefaultBodyLimit::max(extract::PUBLIC_BODY_LIMIT))
+                .layer(timeout.clone())
+        })
         // An upload of up to 1 GiB streams for as long as the operator's link needs, like the
         // API's import: no body limit here, no timeout.
-        .route(
+        .page(
             "/admin/import",
             post(dashboard::import)
                 .layer(DefaultBodyLimit::disable())
-                .route_layer(middleware::from_fn_with_state(
-                    state.clone(),
-                    dashboard::require_session,
-                )),
+                .route_layer(session),
         );
 
-    let api = Router::new()
-        .route("/lists", get(admin::lists).post(admin::create_list))
-        .route("/lists/{slug}", axum::routing::patch(admin::update_list))
-        .route("/lists/{slug}/subscribers", get(admin::subscribers))
+    let api = Routes::new()
+        .doc(routes!(admin::lists, admin::create_list))
+        .doc(routes!(admin::update_list))
+        .doc(routes!(admin::subscribers))
         // Streams past the deadline: that bounds the handler only, not the body it returns.
-        .route("/lists/{slug}/subscribers.csv", get(export::subscribers))
-        .route("/lists/{slug}/feeds", get(feeds::list_feeds).post(feeds::add_feed))
-        .route("/feeds/{id}", axum::routing::delete(feeds::delete_feed))
-        .route("/feeds/{id}/poll", post(feeds::poll_feed))
-        .route("/lists/{slug}/digests", get(digests::list).post(digests::create))
-        .route("/lists/{slug}/digests/preview", get(digests::preview))
-        .route(
-            "/lists/{slug}/schedule",
-            get(schedules::show).put(schedules::put).delete(schedules::delete),
-        )
-        .route("/lists/{slug}/digests/test", post(digests::test_send))
-        .route("/digests/{id}", get(digests::show))
-        .route("/digests/{id}/cancel", post(digests::cancel))
-        .route("/subscribers/{email}", get(privacy::show).delete(privacy::erase))
-        .route("/suppressions", post(suppressions::add))
-        .route(
-            "/suppressions/{email}",
-            get(suppressions::show).delete(suppressions::remove),
-        )
-        .route(
-            "/lists/{slug}/items",
-            post(feeds::push_items).layer(DefaultBodyLimit::max(feeds::PUSH_BODY_LIMIT)),
-        )
-        .layer(DefaultBodyLimit::max(extract::PUBLIC_BODY_LIMIT))
-        .layer(timeout)
+        .doc(routes!(export::subscribers))
+        .doc(routes!(feeds::list_feeds, feeds::add_feed))
+        .doc(routes!(feeds::delete_feed))
+        .doc(routes!(feeds::poll_feed))
+        .doc(routes!(digests::list, digests::create))
+        .doc(routes!(digests::preview))
+        .doc(routes!(schedules::show, schedules::put, schedules::delete))
+        .doc(routes!(digests::test_send))
+        .doc(routes!(digests::show))
+        .doc(routes!(digests::cancel))
+        .doc(routes!(privacy::show, privacy::erase))
+        .doc(routes!(suppressions::add))
+        .doc(routes!(suppressions::show, suppressions::remove))
+        .doc_with(routes!(feeds::push_items), |post| {
+            post.layer(DefaultBodyLimit::max(feeds::PUSH_BODY_LIMIT))
+        })
+        .with(|r| {
+            r.layer(DefaultBodyLimit::max(extract::PUBLIC_BODY_LIMIT))
+                .layer(timeout)
+        })
         // A CSV of up to 1 GiB streams for as long as the operator's link needs: no timeout.
-        .route(
-            "/lists/{slug}/import",
-            post(import::import).layer(DefaultBodyLimit::disable()),
-        )
-        .route_layer(middleware::from_fn_with_state(state.clone(), admin::require_admin));
+        .doc_with(routes!(import::import), |post| post.layer(DefaultBodyLimit::disable()))
+        .with(|r| r.route_layer(middleware::from_fn_with_state(state.clone(), admin::require_admin)));
 
-    let metrics = Router::new()
-        .route("/metrics", get(health::metrics))
-        .route_layer(middleware::from_fn_with_state(state.clone(), admin::require_admin));
+    let metrics = Routes::new()
+        .page("/metrics", get(health::metrics))
+        .with(|r| r.route_layer(middleware::from_fn_with_state(state.clone(), admin::require_admin)));
 
-    Router::new()
+    let (router, openapi, paths) = Routes::new()
         .merge(public)
         .merge(dashboard)
         .merge(metrics)
         .nest("/api", api)
+        .finish();
+    let router = router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(CatchPanicLayer::custom(|_| {
@@ -280,16 +277,23 @@ pub fn router(state: AppState) -> Router {
         }))
         .layer(middleware::from_fn_with_state(state.clone(), defences::guard))
         .layer(middleware::from_fn(health::count_requests))
-        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
-            // The route template only: query strings carry tokens, and a web version's address
-            // works like a password; neither may reach a log.
-            let route = req
-                .extensions()
-                .get::<axum::extract::MatchedPath>()
-                .map_or("(no route)", |p| p.as_str());
-            tracing::info_span!("http", method = %req.method(), route = %route)
-        }))
-        .with_state(state)
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|req: &Request<_>| {
+                    // The route template only: query strings carry tokens, and a web version's address
+                    // works like a password; neither may reach a log.
+                    let route = req
+                        .extensions()
+                        .get::<axum::extract::MatchedPath>()
+                        .map_or("(no route)", |p| p.as_str());
+                    tracing::info_span!("http", method = %req.method(), route = %route)
+                })
+                // A 5xx whose cause is ours (a bug, the database) is logged at ERROR where it happens;
+                // a feed or SMTP server that is down answers 502/503 and is no error of this process.
+                .on_failure(DefaultOnFailure::new().level(tracing::Level::WARN)),
+        )
+        .with_state(state);
+    (router, openapi, paths)
 }
 
 async fn not_found(headers: axum::http::HeaderMap) -> Response {

@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use super::AppState;
 use super::admin::find_list;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::extract::ApiJson;
 use crate::schedule::{Schedule, ScheduleError, ScheduleView};
 use crate::store::{List, ScheduleRow};
@@ -16,15 +16,24 @@ use crate::store::{List, ScheduleRow};
 /// Runs listed with a schedule.
 const RUNS_SHOWN: i64 = 20;
 
-#[derive(Deserialize)]
+/// When a list's digest goes out.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PutSchedule {
+    /// Five fields: minute, hour, day of month, month, day of week.
+    #[schema(example = "0 7 * * *")]
     cron: String,
+    /// An IANA time zone (default: BULLETIN_TIMEZONE).
     #[serde(default)]
+    #[schema(example = "Europe/Kyiv")]
     timezone: Option<String>,
+    /// At most this many items per digest (default 20).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 100)]
     max_items: Option<i64>,
+    /// A slot with fewer new items sends nothing (default 1).
     #[serde(default)]
+    #[schema(minimum = 1)]
     min_items: Option<i64>,
 }
 
@@ -48,7 +57,20 @@ fn no_schedule(slug: &str) -> ApiError {
     )
 }
 
-/// `PUT /api/lists/{slug}/schedule`
+/// Sets (or replaces) the list's schedule.
+#[utoipa::path(
+    put,
+    path = "/lists/{slug}/schedule",
+    operation_id = "setSchedule",
+    tag = "schedules",
+    params(("slug" = String, Path, description = "The list's slug.")),
+    request_body = PutSchedule,
+    responses(
+        (status = 200, description = "The schedule and its next slot.", body = ScheduleView),
+        (status = 404, description = "No such list (`unknown_list`).", body = ErrorBody),
+        (status = 422, description = "A bad field (`invalid_cron`, `invalid_timezone`, `invalid_max_items`, `invalid_min_items`).", body = ErrorBody),
+    ),
+)]
 pub async fn put(
     State(state): State<AppState>,
     Path(slug): Path<String>,
@@ -83,7 +105,18 @@ pub(super) async fn set(
     Ok(row)
 }
 
-/// `GET /api/lists/{slug}/schedule`
+/// The schedule, its next slot and its last 20 runs.
+#[utoipa::path(
+    get,
+    path = "/lists/{slug}/schedule",
+    operation_id = "getSchedule",
+    tag = "schedules",
+    params(("slug" = String, Path, description = "The list's slug.")),
+    responses(
+        (status = 200, description = "The schedule, with `runs`.", body = ScheduleView),
+        (status = 404, description = "No such list (`unknown_list`), or it has no schedule (`no_schedule`).", body = ErrorBody),
+    ),
+)]
 pub async fn show(State(state): State<AppState>, Path(slug): Path<String>) -> Result<Response, ApiError> {
     let list = find_list(&state, &slug).await?;
     let row = state
@@ -95,7 +128,18 @@ pub async fn show(State(state): State<AppState>, Path(slug): Path<String>) -> Re
     Ok(Json(ScheduleView::new(&list, &row, Some(runs))).into_response())
 }
 
-/// `DELETE /api/lists/{slug}/schedule`
+/// Removes a list's schedule.
+#[utoipa::path(
+    delete,
+    path = "/lists/{slug}/schedule",
+    operation_id = "deleteSchedule",
+    tag = "schedules",
+    params(("slug" = String, Path, description = "The list's slug.")),
+    responses(
+        (status = 204, description = "Removed."),
+        (status = 404, description = "No such list (`unknown_list`), or it has no schedule (`no_schedule`).", body = ErrorBody),
+    ),
+)]
 pub async fn delete(State(state): State<AppState>, Path(slug): Path<String>) -> Result<Response, ApiError> {
     let list = find_list(&state, &slug).await?;
     remove(&state, &list).await?;

@@ -4,28 +4,44 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::AppState;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::extract::{Format, Origin, RawBody, parse_body};
 use super::pages::SignupPage;
 use crate::domain::EmailAddress;
 use crate::store::List;
 
-#[derive(Debug, Default, Deserialize)]
+/// A signup: an address and the lists it joins (repeat `lists` in a form).
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 struct SignupRequest {
+    /// The reader's address.
     #[serde(default)]
+    #[schema(required = true, value_type = String, format = Email, example = "reader@example.org")]
     email: Option<String>,
+    /// Slugs of the lists to join; may be left out when exactly one list exists.
     #[serde(default)]
+    #[schema(example = json!(["daily", "weekly"]))]
     lists: Vec<String>,
-    /// The honeypot: hidden from people on the form, so only a bot fills it in.
+    /// The honeypot: hidden from people on the form, so only a bot fills it in. A signup with
+    /// it filled is answered as any other and dropped.
     #[serde(default)]
     website: Option<String>,
     /// The article a signup box was on: linked back to from Bulletin's answer page when it lies
     /// under `BULLETIN_ALLOWED_ORIGINS`, ignored otherwise (never a redirect).
     #[serde(default)]
     return_to: Option<String>,
+}
+
+/// The answer to a recorded signup: the same whether the address was new, pending or
+/// confirmed.
+#[derive(Serialize, utoipa::ToSchema)]
+struct SignupAccepted {
+    #[schema(example = "confirmation_sent")]
+    status: &'static str,
+    #[schema(example = "Thank you! We've sent you a confirmation email.")]
+    message: &'static str,
 }
 
 /// What the reader is told once the signup is recorded (the signup box shows the same).
@@ -38,6 +54,30 @@ impl SignupRequest {
     }
 }
 
+/// Signs an address up for one or several lists.
+///
+/// Validates the address and lists, records the signup and queues its confirmation email (double
+/// opt-in). Rate-limited per client.
+#[utoipa::path(
+    post,
+    path = "/subscriptions",
+    operation_id = "subscribe",
+    tag = "signup",
+    security(()),
+    request_body(content(
+        (SignupRequest = "application/json"),
+        (SignupRequest = "application/x-www-form-urlencoded"),
+    )),
+    responses(
+        (status = 202, description = "Recorded; a confirmation email is on its way (JSON, or a page for a form post).",
+         content((SignupAccepted = "application/json"), (String = "text/html"))),
+        (status = 422, description = "An invalid address (`invalid_email`), no list named where several exist (`no_list`), or an unknown list (`unknown_list`). A form post gets the form again with the message beside the field.",
+         content((ErrorBody = "application/json"), (String = "text/html"))),
+        (status = 429, description = "Too many requests from this client (`rate_limited`).",
+         headers(("Retry-After" = u64, description = "Seconds to wait.")),
+         content((ErrorBody = "application/json"), (String = "text/html"))),
+    ),
+)]
 pub async fn subscribe(
     State(state): State<AppState>,
     Origin(origin): Origin,
@@ -61,7 +101,10 @@ pub async fn subscribe(
     match (result.map(|_| ()), format) {
         (Ok(()), Format::Json) => (
             StatusCode::ACCEPTED,
-            Json(serde_json::json!({"status": "confirmation_sent", "message": THANKS})),
+            Json(SignupAccepted {
+                status: "confirmation_sent",
+                message: THANKS,
+            }),
         )
             .into_response(),
         (Ok(()), Format::Html) => {
@@ -96,11 +139,6 @@ async fn signup(
     request: &SignupRequest,
     origin: &crate::store::RequestOrigin,
 ) -> Result<bool, ApiError> {
-    if request.website.as_deref().is_some_and(|v| !v.trim().is_empty()) {
-        // A bot: the same answer as a person gets, so it learns nothing; nothing stored or sent.
-        tracing::info!("signup dropped: the honeypot field was filled");
-        return Ok(false);
-    }
     let email = match request.email.as_deref().map(str::trim) {
         None | Some("") => {
             return Err(ApiError::invalid(
@@ -114,6 +152,12 @@ async fn signup(
         }
     };
     let lists = resolve_lists(state, &request.lists).await?;
+    if request.website.as_deref().is_some_and(|v| !v.trim().is_empty()) {
+        // A bot: the answer a person would get for the same input, so it learns nothing;
+        // nothing stored or sent.
+        tracing::info!("signup dropped: the honeypot field was filled");
+        return Ok(false);
+    }
     start_opt_in(state, email, lists, origin.clone()).await?;
     Ok(true)
 }

@@ -7,14 +7,17 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use super::AppState;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::extract::ApiJson;
 use crate::domain::EmailAddress;
-use crate::store::StoreError;
+use crate::store::{StoreError, Suppression};
 
-#[derive(Deserialize)]
+/// An address to suppress by hand.
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct AddSuppression {
+    #[schema(format = Email, example = "reader@example.org")]
     email: String,
+    /// Why, for operators (500 characters are kept).
     #[serde(default)]
     note: Option<String>,
 }
@@ -31,7 +34,18 @@ fn not_suppressed() -> ApiError {
     )
 }
 
-/// `POST /api/suppressions`: a manual suppression (a new opt-in does not lift it).
+/// Suppresses an address by hand (a new opt-in does not lift it).
+#[utoipa::path(
+    post,
+    path = "/suppressions",
+    operation_id = "addSuppression",
+    tag = "readers",
+    request_body = AddSuppression,
+    responses(
+        (status = 201, description = "Suppressed.", body = Suppression),
+        (status = 422, description = "Not a valid address (`invalid_email`).", body = ErrorBody),
+    ),
+)]
 pub async fn add(State(state): State<AppState>, ApiJson(body): ApiJson<AddSuppression>) -> Result<Response, ApiError> {
     let email = parse(&body.email, "email")?;
     let note = body
@@ -52,6 +66,19 @@ fn keys(state: &AppState, email: &EmailAddress) -> [String; 2] {
     [key, erased]
 }
 
+/// Whether an address is suppressed, and why.
+#[utoipa::path(
+    get,
+    path = "/suppressions/{email}",
+    operation_id = "getSuppression",
+    tag = "readers",
+    params(("email" = String, Path, format = Email, description = "The address.")),
+    responses(
+        (status = 200, description = "Its suppression.", body = Suppression),
+        (status = 404, description = "Not suppressed (`not_suppressed`).", body = ErrorBody),
+        (status = 422, description = "Not a valid address (`invalid_email`).", body = ErrorBody),
+    ),
+)]
 pub async fn show(State(state): State<AppState>, Path(email): Path<String>) -> Result<Response, ApiError> {
     let email = parse(&email, "email")?;
     for key in keys(&state, &email) {
@@ -67,6 +94,19 @@ pub async fn show(State(state): State<AppState>, Path(email): Path<String>) -> R
     Err(not_suppressed())
 }
 
+/// Lifts an address's suppression.
+#[utoipa::path(
+    delete,
+    path = "/suppressions/{email}",
+    operation_id = "removeSuppression",
+    tag = "readers",
+    params(("email" = String, Path, format = Email, description = "The address.")),
+    responses(
+        (status = 204, description = "Lifted."),
+        (status = 404, description = "Not suppressed (`not_suppressed`).", body = ErrorBody),
+        (status = 422, description = "Not a valid address (`invalid_email`).", body = ErrorBody),
+    ),
+)]
 pub async fn remove(State(state): State<AppState>, Path(email): Path<String>) -> Result<StatusCode, ApiError> {
     let email = parse(&email, "email")?;
     let mut removed = false;

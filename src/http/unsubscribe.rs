@@ -8,7 +8,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::extract::{Format, query_param};
 use crate::domain::{LinkPurpose, LinkToken, LinkTokenError};
 use crate::store::{SubscriptionInfo, SubscriptionStatus};
@@ -33,7 +33,20 @@ async fn linked(state: &AppState, raw: &str) -> Result<(i64, SubscriptionInfo), 
     Ok((id, info))
 }
 
-/// `GET /unsubscribe?token=…`: a page with one button; changes nothing.
+/// The page of an emailed unsubscribe link: one button; changes nothing.
+#[utoipa::path(
+    get,
+    path = "/unsubscribe",
+    operation_id = "unsubscribePage",
+    tag = "signup",
+    security(()),
+    params(("token" = String, Query, description = "The signed token of the emailed unsubscribe link.", pattern = "^[0-9]+\\.[A-Za-z0-9_-]{43}$")),
+    responses(
+        (status = 200, description = "A page with one button (or saying the address is unsubscribed already).", content_type = "text/html", body = String),
+        (status = 400, description = "A malformed token.", content_type = "text/html", body = String),
+        (status = 404, description = "A token not signed for any subscription.", content_type = "text/html", body = String),
+    ),
+)]
 pub async fn unsubscribe_page(State(state): State<AppState>, RawQuery(query): RawQuery) -> Response {
     let raw = query_param(query.as_deref(), "token").unwrap_or_default();
     let info = match linked(&state, &raw).await {
@@ -59,8 +72,48 @@ pub async fn unsubscribe_page(State(state): State<AppState>, RawQuery(query): Ra
     }
 }
 
-/// `POST /unsubscribe?token=…`: unsubscribes at once, whatever the body (`List-Unsubscribe=One-Click`
-/// as a form or multipart, or the page's button). Idempotent; `200`, never a redirect.
+/// The RFC 8058 one-click body a mail client posts.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct OneClick {
+    #[schema(rename = "List-Unsubscribe", example = "One-Click")]
+    list_unsubscribe: String,
+}
+
+/// An unsubscribe's answer.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct Unsubscribed {
+    #[schema(example = "unsubscribed")]
+    status: &'static str,
+}
+
+/// Unsubscribes the subscription an emailed link names (RFC 8058 one-click).
+///
+/// At once, whatever the body (`List-Unsubscribe=One-Click` as a form or multipart, or the page's
+/// button). Idempotent; `200`, never a redirect.
+#[utoipa::path(
+    post,
+    path = "/unsubscribe",
+    operation_id = "unsubscribe",
+    tag = "signup",
+    security(()),
+    params(("token" = String, Query, description = "The signed token of the emailed unsubscribe link.", pattern = "^[0-9]+\\.[A-Za-z0-9_-]{43}$")),
+    request_body(
+        description = "Anything: RFC 8058's `List-Unsubscribe=One-Click` from a mail client, or nothing from the page's button.",
+        content(
+            (OneClick = "application/x-www-form-urlencoded"),
+            (OneClick = "multipart/form-data"),
+        ),
+    ),
+    responses(
+        (status = 200, description = "Unsubscribed (also when already so); mail still queued for the subscription is cancelled. JSON for `Accept: application/json`, else a page.",
+         content((Unsubscribed = "application/json"), (String = "text/html"))),
+        (status = 400, description = "A malformed token (`malformed_token`).",
+         content((ErrorBody = "application/json"), (String = "text/html"))),
+        (status = 404, description = "A token not signed for any subscription (`unknown_token`).",
+         content((ErrorBody = "application/json"), (String = "text/html"))),
+    ),
+)]
 pub async fn unsubscribe(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -91,7 +144,7 @@ pub async fn unsubscribe(
         Err(e) => return e.into_html(),
     };
     match format {
-        Format::Json => Json(serde_json::json!({"status": "unsubscribed"})).into_response(),
+        Format::Json => Json(Unsubscribed { status: "unsubscribed" }).into_response(),
         Format::Html => {
             let message = format!(
                 "You're unsubscribed from {}. You won't receive it anymore.",

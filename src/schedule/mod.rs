@@ -210,7 +210,7 @@ pub fn parse_row(row: &ScheduleRow, default_tz: Tz) -> Result<Schedule, Schedule
 }
 
 /// A schedule as the API and the CLI show it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ScheduleView {
     pub list: String,
     pub cron: String,

@@ -97,7 +97,11 @@ pub async fn tick(store: &Store, config: &Config, now: DateTime<Utc>) -> Result<
             continue;
         }
         let available = store
-            .eligible_items(run.list.id, run.since, i64::from(run.max_items))
+            .eligible_items(
+                run.list.id,
+                crate::store::ItemWindow::after(run.since),
+                i64::from(run.max_items),
+            )
             .await?;
         let outcome = if available.len() < run.min_items as usize {
             Err(DigestError::NoItems)

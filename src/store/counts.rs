@@ -1,35 +1,39 @@
 //! Subscription counts per list and status, without counting every row per view and without a
-//! counter row that signups update (migration 0014). Today's counts are those at the start of
-//! the UTC day (stored once a day, from one full count) plus the rows changed since (each
-//! status change records the row's status at the start of its day) plus the rows deleted since.
+//! counter row that signups update (migrations 0014 and 0022). The counts now are those at the
+//! start of the UTC hour (stored once an hour, from one full count) plus the rows changed since
+//! (each status change records the row's status at the start of its hour) plus the rows deleted
+//! since. An hour, not a day: what a view counts stays an hour's changes however busy the day.
 
 use std::collections::HashMap;
 
-use chrono::{DateTime, NaiveTime, TimeDelta, Utc};
+use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use sqlx::AssertSqlSafe;
 
 use super::{ListCounts, Result, Store, on_pool, on_writer};
 
-/// After midnight, a change may still be in flight that was stamped the day before: the day's
-/// start is stored only once this much of the day has passed (until then, counts are full counts).
-const SETTLE: TimeDelta = TimeDelta::minutes(10);
+/// After an hour begins, a change may still be in flight that was stamped in the hour before (a
+/// write waits at most the request timeout): the hour's start is stored only once this much of
+/// the hour has passed (until then, counts are full counts).
+const SETTLE: TimeDelta = TimeDelta::minutes(1);
 
 const FULL_COUNT: &str = "SELECT list_id, COUNT(*) FILTER (WHERE status = 'pending') AS pending,
         COUNT(*) FILTER (WHERE status = 'confirmed') AS confirmed,
         COUNT(*) FILTER (WHERE status = 'unsubscribed') AS unsubscribed
  FROM subscriptions GROUP BY list_id";
 
-/// Rows changed since `$1`: their status now, and at the start of the day. A signup's new row
-/// records no change (one index entry fewer on the signup path): those are the pending rows
-/// written since, never changed, on the pending rows' consent index.
-const CHANGES: &str = "SELECT list_id, status, COALESCE(status_at_day_start, 'none') AS was, COUNT(*) AS n
- FROM subscriptions WHERE changed_at >= $1 GROUP BY list_id, status, status_at_day_start
+/// Rows changed since `$1`: their status now, and at the start of the hour (read from the
+/// index alone, migration 0023). A signup's new row records no change (one index entry fewer on
+/// the signup path): those are the pending rows written since, never changed, on the pending
+/// rows' consent index. `+list_id` keeps SQLite, which plans without statistics, from reading
+/// every subscription in the order of the (list, status) index to save itself a sort.
+pub(super) const CHANGES: &str = "SELECT list_id, status, COALESCE(status_at_hour_start, 'none') AS was, COUNT(*) AS n
+ FROM subscriptions WHERE changed_at >= $1 GROUP BY list_id, status, status_at_hour_start
  UNION ALL
- SELECT list_id, status, 'none' AS was, COUNT(*) AS n
+ SELECT +list_id AS list_id, status, 'none' AS was, COUNT(*) AS n
  FROM subscriptions WHERE status = 'pending' AND consent_at >= $1 AND changed_at IS NULL AND created_at >= $1
- GROUP BY list_id, status";
+ GROUP BY +list_id, status";
 
-/// Rows deleted since `$1`, by their status at the start of the day.
+/// Rows deleted since `$1`, by their status at the start of the hour.
 const ADJUSTMENTS: &str = "SELECT list_id, status, CAST(SUM(delta) AS BIGINT) AS n FROM count_adjustments
  WHERE at >= $1 GROUP BY list_id, status";
 
@@ -45,7 +49,7 @@ fn slot<'a>(counts: &'a mut ByList, list_id: i64, status: &str) -> Option<&'a mu
     }
 }
 
-/// `counts` moved by the changes and deletions since the day began (`sign` 1), or back (−1).
+/// `counts` moved by the changes and deletions since the hour began (`sign` 1), or back (−1).
 fn apply(counts: &mut ByList, changes: &[(i64, String, String, i64)], adjustments: &[(i64, String, i64)], sign: i64) {
     for (list_id, status, was, n) in changes {
         if let Some(c) = slot(counts, *list_id, status) {
@@ -80,50 +84,59 @@ fn by_list(rows: Vec<(i64, i64, i64, i64)>) -> ByList {
 impl Store {
     /// Every list's counts now, by list id (lists without subscriptions are absent).
     pub async fn counts_by_list(&self, now: DateTime<Utc>) -> Result<ByList> {
-        let day = now.date_naive();
-        let day_start = day.and_time(NaiveTime::MIN).and_utc();
-        if now - day_start < SETTLE {
+        let hour_start = now.duration_trunc(TimeDelta::hours(1)).unwrap_or(now);
+        if now - hour_start < SETTLE {
             let rows: Vec<(i64, i64, i64, i64)> =
                 on_pool!(self, |pool, _d| sqlx::query_as(FULL_COUNT).fetch_all(pool).await?);
             return Ok(by_list(rows));
         }
+        let key = hour_start.format("%Y-%m-%dT%H").to_string();
         let stored: Vec<(i64, i64, i64, i64)> = on_pool!(self, |pool, _d| {
-            sqlx::query_as("SELECT list_id, pending, confirmed, unsubscribed FROM count_snapshots WHERE day = $1")
-                .bind(day.to_string())
-                .fetch_all(pool)
-                .await?
+            sqlx::query_as(
+                "SELECT list_id, pending, confirmed, unsubscribed FROM count_snapshots WHERE hour_start = $1",
+            )
+            .bind(&key)
+            .fetch_all(pool)
+            .await?
         });
         if !stored.is_empty() {
-            let (changes, adjustments) = self.changes_since(day_start).await?;
+            let (changes, adjustments) = self.changes_since(hour_start).await?;
             let mut counts = by_list(stored);
             apply(&mut counts, &changes, &adjustments, 1);
             return Ok(counts);
         }
-        // The first view of the day: one full count, and the day's start worked out from it and
-        // the changes since, all read at one instant.
-        let (full, changes, adjustments) = self.full_count_and_changes(day_start).await?;
+        // The first view of the hour: one full count, and the hour's start worked out from it
+        // and the changes since, all read at one instant.
+        let (full, changes, adjustments) = self.full_count_and_changes(hour_start).await?;
         let mut start = full.clone();
         apply(&mut start, &changes, &adjustments, -1);
         let rows: Vec<(i64, i64, i64, i64)> = start
             .iter()
             .map(|(id, c)| (*id, c.pending, c.confirmed, c.unsubscribed))
             .collect();
-        // A list without rows yet still gets a row, so that the day counts as stored.
+        // A list without rows yet still gets a row, so that the hour counts as stored.
         let rows = if rows.is_empty() { vec![(0, 0, 0, 0)] } else { rows };
         on_writer!(self, |pool, d| {
+            let mut tx = super::begin(pool, d.begin_write).await?;
             let sql = format!(
-                "INSERT INTO count_snapshots (day, list_id, pending, confirmed, unsubscribed)
+                "INSERT INTO count_snapshots (hour_start, list_id, pending, confirmed, unsubscribed)
                  SELECT $1, CAST(t.value ->> 0 AS BIGINT), CAST(t.value ->> 1 AS BIGINT),
                         CAST(t.value ->> 2 AS BIGINT), CAST(t.value ->> 3 AS BIGINT)
                  FROM {} WHERE true
-                 ON CONFLICT (day, list_id) DO NOTHING",
+                 ON CONFLICT (hour_start, list_id) DO NOTHING",
                 (d.json_rows)("$2")
             );
             sqlx::query(AssertSqlSafe(sql))
-                .bind(day.to_string())
+                .bind(&key)
                 .bind(serde_json::to_string(&rows).unwrap_or_default())
-                .execute(pool)
+                .execute(&mut *tx)
                 .await?;
+            // Only the current hour's start is ever read.
+            sqlx::query("DELETE FROM count_snapshots WHERE hour_start < $1")
+                .bind(&key)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
         });
         Ok(full)
     }

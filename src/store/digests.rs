@@ -12,12 +12,47 @@ pub const ENQUEUE_CHUNK: i64 = 5_000;
 /// How long an idempotency key is remembered.
 pub const IDEMPOTENCY_WINDOW: TimeDelta = TimeDelta::hours(24);
 
-/// Items of list `$1` no earlier (uncancelled) digest of it carried, published since `$2`,
-/// newest first, at most `$3`.
+/// How much older than a digest's `since` a story may be dated and still be news to it, when
+/// Bulletin first saw it after `since`: feeds are polled, and a story dated 13:35 but fetched at
+/// 13:37 missed the 13:36 digest through no fault of its own. A new feed's backlog of older
+/// stories stays out.
+pub const LATE_ARRIVAL: TimeDelta = TimeDelta::hours(24);
+
+/// Which items a digest may carry, besides those no earlier digest of its list carried.
+#[derive(Debug, Clone, Copy)]
+pub struct ItemWindow {
+    /// Items published since this time...
+    pub since: DateTime<Utc>,
+    /// ...or first seen since `since` and published since this time.
+    pub dated_from: DateTime<Utc>,
+}
+
+impl ItemWindow {
+    /// What came after `since` (the last digest, or a time the operator gave): stories published
+    /// since, and those first seen since that are dated at most `LATE_ARRIVAL` before it.
+    pub fn after(since: DateTime<Utc>) -> Self {
+        Self {
+            since,
+            dated_from: since - LATE_ARRIVAL,
+        }
+    }
+
+    /// Stories published within `lookback` of `now`, however late they came.
+    pub fn published_within(now: DateTime<Utc>, lookback: TimeDelta) -> Self {
+        Self {
+            since: now - lookback,
+            dated_from: now - lookback,
+        }
+    }
+}
+
+/// Items of list `$1` no earlier (uncancelled) digest of it carried, published since `$2`, or
+/// first seen since `$2` and published since `$4` (an `ItemWindow`), newest first, at most `$3`.
 const ELIGIBLE_ITEMS: &str = "SELECT i.id, i.title, i.url, i.summary_html, i.summary_text, i.published_at,
             i.image_url, i.image_width
      FROM items i
-     WHERE i.list_id = $1 AND i.published_at >= $2
+     WHERE i.list_id = $1 AND i.published_at >= $4
+       AND (i.published_at >= $2 OR i.first_seen_at >= $2)
        AND NOT EXISTS (SELECT 1 FROM digest_items di JOIN digests d ON d.id = di.digest_id
                        WHERE di.item_id = i.id AND d.list_id = $1 AND d.status <> 'cancelled')
      ORDER BY i.published_at DESC, i.id DESC LIMIT $3";
@@ -34,7 +69,7 @@ pub struct DigestItem {
     pub image_width: Option<i32>,
 }
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct DigestView {
     pub id: i64,
     #[serde(rename = "list")]
@@ -57,7 +92,7 @@ pub struct NewDigest<'a> {
     pub list_id: i64,
     /// The web version's id: 32 hex digits of random.
     pub public_id: &'a str,
-    pub since: DateTime<Utc>,
+    pub window: ItemWindow,
     pub max_items: i64,
     pub idempotency_key: Option<&'a str>,
     /// Fingerprint of the request, to tell a retry under the same key from a different request.
@@ -136,14 +171,14 @@ const VIEW_SELECT: &str = "SELECT d.id, l.slug AS list_slug, d.status, d.subject
  FROM digests d JOIN lists l ON l.id = d.list_id";
 
 impl Store {
-    /// Items no earlier (uncancelled) digest of the list carried, published since `since`,
-    /// newest first.
-    pub async fn eligible_items(&self, list_id: i64, since: DateTime<Utc>, max: i64) -> Result<Vec<DigestItem>> {
+    /// Items no earlier (uncancelled) digest of the list carried, in `window`, newest first.
+    pub async fn eligible_items(&self, list_id: i64, window: ItemWindow, max: i64) -> Result<Vec<DigestItem>> {
         on_pool!(self, |pool, _d| {
             Ok(sqlx::query_as::<_, DigestItem>(ELIGIBLE_ITEMS)
                 .bind(list_id)
-                .bind(since)
+                .bind(window.since)
                 .bind(max)
+                .bind(window.dated_from)
                 .fetch_all(pool)
                 .await?)
         })
@@ -199,8 +234,9 @@ impl Store {
             }
             let items = sqlx::query_as::<_, DigestItem>(ELIGIBLE_ITEMS)
                 .bind(new.list_id)
-                .bind(new.since)
+                .bind(new.window.since)
                 .bind(new.max_items)
+                .bind(new.window.dated_from)
                 .fetch_all(&mut *tx)
                 .await?;
             if items.is_empty() {

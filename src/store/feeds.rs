@@ -14,7 +14,7 @@ pub struct PollValidators<'a> {
     pub next_poll_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Feed {
     pub id: i64,
     #[serde(skip)]
@@ -51,7 +51,7 @@ pub struct NewItem {
     pub published_at: Option<DateTime<Utc>>,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct IngestCounts {
     pub new: u64,
     pub updated: u64,

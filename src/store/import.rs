@@ -57,7 +57,7 @@ impl Store {
 
                 let mut subscribe = QueryBuilder::new(
                     "INSERT INTO subscriptions (list_id, subscriber_id, status, created_at, consent_at, consent_note,
-                                                confirmed_at, changed_at, status_at_day_start, link_key) ",
+                                                confirmed_at, changed_at, status_at_hour_start, link_key) ",
                 );
                 subscribe.push_values(&ids, |mut b, id| {
                     b.push_bind(list_id)
@@ -115,7 +115,7 @@ async fn import_confirmed_postgres(
     .await?;
     let imported = sqlx::query(sqlx::AssertSqlSafe(format!(
         "INSERT INTO subscriptions (list_id, subscriber_id, status, created_at, consent_at, consent_note, confirmed_at,
-                                    changed_at, status_at_day_start, link_key)
+                                    changed_at, status_at_hour_start, link_key)
          SELECT $1, s.id, 'confirmed', $3, $3, $4, $3, $3, 'none', {random} FROM subscribers s
          WHERE s.email_key = ANY($2)
            AND NOT EXISTS (SELECT 1 FROM suppressions x WHERE x.email_key = s.email_key)

@@ -6,7 +6,7 @@ use serde::Serialize;
 use super::{Result, Store, StoreError, conflict_on_unique, now, on_pool, on_writer};
 use crate::domain::ListSlug;
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct List {
     #[serde(skip)]
     pub id: i64,
@@ -16,7 +16,7 @@ pub struct List {
     pub created_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, Copy, Default, Serialize, sqlx::FromRow, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Serialize, sqlx::FromRow, PartialEq, Eq, utoipa::ToSchema)]
 pub struct ListCounts {
     pub pending: i64,
     pub confirmed: i64,

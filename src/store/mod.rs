@@ -10,6 +10,7 @@ mod feeds;
 mod import;
 mod lists;
 pub mod outbox;
+mod plans;
 mod preferences;
 mod privacy;
 mod readers;
@@ -23,7 +24,7 @@ mod suppressions;
 pub use admin_sessions::AdminSession;
 pub use digests::{
     ArchivedDigest, Delivery, DigestContent, DigestItem, DigestParts, DigestView, ENQUEUE_CHUNK, FailedDelivery,
-    NewDigest, NextDigest, PublicDigest,
+    ItemWindow, NewDigest, NextDigest, PublicDigest,
 };
 pub use export::ExportRow;
 pub use feeds::{Feed, IngestCounts, NewItem, PollValidators};
@@ -125,33 +126,36 @@ pub(crate) struct Dialect {
     pub json_values: fn(param: &str) -> String,
     /// The UTC day of a time column, as `YYYY-MM-DD` text.
     pub day: fn(column: &str) -> String,
+    /// The UTC hour of a time column, as `YYYY-MM-DDTHH` text.
+    pub hour: fn(column: &str) -> String,
     /// A random 64-bit integer per row: the link key of a new subscriber or subscription
     /// (migration 0016). It only has to differ from a deleted row's; the signature is the secret.
     pub random_key: &'static str,
 }
 
 impl Dialect {
-    /// A subscription's status when the UTC day `day` (an SQL expression of that day's
-    /// `YYYY-MM-DD`) began, from the row as it is (`row` is its prefix, e.g. `subscriptions.`):
-    /// its recorded one when it changed that day, 'none' when it was written that day and never
-    /// changed (a new signup records no change: see migration 0014 and `counts`), else its status.
-    pub fn status_at_start_of(&self, row: &str, day: &str) -> String {
+    /// A subscription's status when the UTC hour of `at` (an SQL time expression) began, from
+    /// the row as it is (`row` is its prefix, e.g. `subscriptions.`): its recorded one when it
+    /// changed in that hour, 'none' when it was written in that hour and never changed (a new
+    /// signup records no change: see migrations 0014 and 0022, and `counts`), else its status.
+    pub fn status_at_start_of(&self, row: &str, at: &str) -> String {
         format!(
-            "CASE WHEN {row}changed_at IS NOT NULL AND {} = {day} THEN {row}status_at_day_start
-                  WHEN {row}changed_at IS NULL AND {} = {day} THEN 'none'
+            "CASE WHEN {row}changed_at IS NOT NULL AND {} = {hour} THEN {row}status_at_hour_start
+                  WHEN {row}changed_at IS NULL AND {} = {hour} THEN 'none'
                   ELSE {row}status END",
-            (self.day)(&format!("{row}changed_at")),
-            (self.day)(&format!("{row}created_at")),
+            (self.hour)(&format!("{row}changed_at")),
+            (self.hour)(&format!("{row}created_at")),
+            hour = (self.hour)(at),
         )
     }
 
     /// The `SET` items that record a subscription's status change at `new` (a time): when it
-    /// changed, and its status when that UTC day began, read from the row as it was (`old` is
-    /// the row's prefix: `subscriptions.` in an upsert, empty in an `UPDATE`). See migration 0014.
+    /// changed, and its status when that UTC hour began, read from the row as it was (`old` is
+    /// the row's prefix: `subscriptions.` in an upsert, empty in an `UPDATE`).
     pub fn track_change(&self, old: &str, new: &str) -> String {
         format!(
-            "status_at_day_start = {}, changed_at = {new}",
-            self.status_at_start_of(old, &(self.day)(new)),
+            "status_at_hour_start = {}, changed_at = {new}",
+            self.status_at_start_of(old, new),
         )
     }
 
@@ -177,6 +181,7 @@ pub(crate) const SQLITE: Dialect = Dialect {
     json_values: |param| format!("json_each({param}) AS t"),
     // Times are stored as RFC 3339 UTC text: the day is its first ten characters.
     day: |column| format!("substr({column}, 1, 10)"),
+    hour: |column| format!("substr({column}, 1, 13)"),
     random_key: "random()",
 };
 
@@ -187,6 +192,7 @@ pub(crate) const POSTGRES: Dialect = Dialect {
     json_rows: |param| format!("json_array_elements({param}::json) AS t(value)"),
     json_values: |param| format!("json_array_elements_text({param}::json) AS t(value)"),
     day: |column| format!("to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD')"),
+    hour: |column| format!("to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24')"),
     random_key: "CAST(floor((random() - 0.5) * 1.8e19) AS BIGINT)",
 };
 

@@ -76,6 +76,11 @@ macro_rules! insert_outbox {
     };
 }
 
+/// Counted on the queues' partial indexes of queued rows (`next_attempt_at IS NOT NULL`, always
+/// true, steers SQLite there: without it, it read every delivery ever made on another index).
+pub(super) const QUEUE_DEPTHS: &str = "SELECT kind, COUNT(*) FROM outbox WHERE status = 'queued' GROUP BY kind
+ UNION ALL SELECT 'digest', COUNT(*) FROM deliveries WHERE status = 'queued' AND next_attempt_at IS NOT NULL";
+
 impl Store {
     /// Queues `msg` inside the caller's transaction.
     pub(crate) async fn enqueue_in<DB>(
@@ -95,16 +100,10 @@ impl Store {
         on_writer!(self, |pool, _d| Ok(insert_outbox!(pool, msg, now)?))
     }
 
-    /// Messages waiting to be sent, by outbox kind (`digest` for digest deliveries): counted on
-    /// the queues' partial indexes of queued rows.
+    /// Messages waiting to be sent, by outbox kind (`digest` for digest deliveries).
     pub async fn queue_depths(&self) -> Result<Vec<(String, i64)>> {
         on_pool!(self, |pool, _d| {
-            Ok(sqlx::query_as(
-                "SELECT kind, COUNT(*) FROM outbox WHERE status = 'queued' GROUP BY kind
-                 UNION ALL SELECT 'digest', COUNT(*) FROM deliveries WHERE status = 'queued'",
-            )
-            .fetch_all(pool)
-            .await?)
+            Ok(sqlx::query_as(QUEUE_DEPTHS).fetch_all(pool).await?)
         })
     }
 

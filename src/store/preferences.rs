@@ -122,7 +122,7 @@ impl Store {
             let (id, link_key): (i64, Option<i64>) = sqlx::query_as(AssertSqlSafe(format!(
                 "INSERT INTO subscriptions (list_id, subscriber_id, status, created_at, consent_at, consent_ip,
                                             consent_user_agent, consent_page, confirmed_at, confirm_ip,
-                                            confirm_user_agent, changed_at, status_at_day_start, link_key)
+                                            confirm_user_agent, changed_at, status_at_hour_start, link_key)
                  VALUES ($1, $2, 'confirmed', $3, $3, $4, $5, $6, $3, $4, $5, $3, 'none', {})
                  ON CONFLICT (list_id, subscriber_id) DO UPDATE SET status = 'confirmed',
                      consent_at = excluded.consent_at, consent_ip = excluded.consent_ip,

@@ -13,7 +13,7 @@ use super::readers::{Reader, ReaderDelivery, ReaderSubscription};
 use super::{Result, Store, Suppression, now, on_pool, on_writer};
 
 /// A confirmation email not clicked yet (its token is never shown: only its hash is stored).
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct PendingConfirmation {
     pub created_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
@@ -25,7 +25,7 @@ pub struct PendingConfirmation {
 }
 
 /// Everything stored about one address.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct SubscriberData {
     pub subscriber: Reader,
     pub subscriptions: Vec<ReaderSubscription>,
@@ -154,13 +154,13 @@ impl Store {
             .fetch_all(&mut *tx)
             .await?;
 
-            // What leaves the counts (migration 0014): each row as it stood when today began.
+            // What leaves the counts (migration 0014): each row as it stood when this hour began.
             sqlx::query(AssertSqlSafe(format!(
                 "INSERT INTO count_adjustments (list_id, status, delta, at)
                  SELECT list_id, was, -COUNT(*), $2 FROM (
                      SELECT list_id, {} AS was FROM subscriptions WHERE subscriber_id = $1) t
                  WHERE was <> 'none' GROUP BY list_id, was",
-                d.status_at_start_of("", &(d.day)("$2")),
+                d.status_at_start_of("", "$2"),
             )))
             .bind(id)
             .bind(now)

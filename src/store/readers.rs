@@ -59,7 +59,7 @@ pub struct ReaderPage {
 }
 
 /// One subscription as the reader's page shows it: its consent and confirmation records.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct ReaderSubscription {
     pub id: i64,
     pub subscriber_id: i64,
@@ -79,7 +79,7 @@ pub struct ReaderSubscription {
 }
 
 /// One message to a reader: a digest delivery or a single email.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct ReaderDelivery {
     pub kind: String,
     pub digest_id: Option<i64>,
@@ -90,7 +90,7 @@ pub struct ReaderDelivery {
 }
 
 /// The reader's row.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Reader {
     pub id: i64,
     pub email: String,

@@ -21,7 +21,7 @@ pub struct ScheduleRow {
 }
 
 /// What one slot came to.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, PartialEq, Eq, utoipa::ToSchema)]
 pub struct ScheduleRun {
     pub slot: DateTime<Utc>,
     pub outcome: String,

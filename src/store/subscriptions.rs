@@ -6,7 +6,7 @@ use sqlx::AssertSqlSafe;
 
 use super::{List, NewOutboxMessage, Result, Store, on_pool, on_writer};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum SubscriptionStatus {
     Pending,
@@ -52,7 +52,7 @@ pub enum ConfirmOutcome {
     Unknown,
 }
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct SubscriberRow {
     #[serde(skip)]
     pub id: i64,
@@ -63,7 +63,7 @@ pub struct SubscriberRow {
     pub unsubscribed_at: Option<DateTime<Utc>>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct SubscriberPage {
     pub subscribers: Vec<SubscriberRow>,
     /// Cursor for the next page (pass as `after`), or `None` on the last page.
@@ -144,14 +144,14 @@ impl Store {
         let cutoff = super::now() - max_age;
         on_writer!(self, |pool, d| {
             let mut tx = super::begin(pool, d.begin_write).await?;
-            // What leaves the counts (migration 0014): each row as it stood when today began.
+            // What leaves the counts (migration 0014): each row as it stood when this hour began.
             sqlx::query(AssertSqlSafe(format!(
                 "INSERT INTO count_adjustments (list_id, status, delta, at)
                  SELECT list_id, was, -COUNT(*), $2 FROM (
                      SELECT list_id, {} AS was
                      FROM subscriptions WHERE status = 'pending' AND consent_at < $1) t
                  WHERE was <> 'none' GROUP BY list_id, was",
-                d.status_at_start_of("", &(d.day)("$2")),
+                d.status_at_start_of("", "$2"),
             )))
             .bind(cutoff)
             .bind(super::now())

@@ -6,7 +6,7 @@ use sqlx::AssertSqlSafe;
 
 use super::{Result, Store, StoreError, now, on_pool, on_writer};
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Suppression {
     pub email: String,
     pub reason: String,

@@ -22,6 +22,7 @@ on_both_backends!(
     an_operator_imports_a_csv_from_the_dashboard,
     counts_stay_exact_through_every_change,
     the_last_day_is_read_from_finished_hours,
+    today_is_read_from_its_finished_hours_and_minutes,
 );
 
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
@@ -947,7 +948,7 @@ async fn counts_both_ways(app: &TestApp) -> (String, String) {
     (api, full)
 }
 
-/// The counts are the day's stored start plus what changed since: through signups, imports,
+/// The counts are the hour's stored start plus what changed since: through signups, imports,
 /// confirmations, unsubscribes, signing up again and the purge, they equal a full count.
 async fn counts_stay_exact_through_every_change(backend: Backend) {
     let Some(app) = TestApp::spawn(backend).await else {
@@ -963,7 +964,7 @@ async fn counts_stay_exact_through_every_change(backend: Backend) {
     for email in ["a@news.example", "b@news.example", "old@news.example"] {
         assert_eq!(app.signup_json(email, &["daily"]).await.status(), 202);
     }
-    // As if all this happened yesterday: today's start is then what the rows hold now.
+    // As if all this happened long ago: this hour's start is then what the rows hold now.
     app.sql_exec_with(
         "UPDATE subscriptions SET changed_at = $1, consent_at = $1 WHERE $2 = ''",
         chrono::Utc::now() - chrono::TimeDelta::days(40),
@@ -1002,10 +1003,10 @@ async fn counts_stay_exact_through_every_change(backend: Backend) {
     assert_eq!(purged, 2);
     let (api, full) = counts_both_ways(&app).await;
     assert_eq!((api.as_str(), full.as_str()), ("2/1/1", "2/1/1"));
-    // The day's start is stored once, a row per list (not in a day's first ten minutes, when
-    // the counts are full counts).
-    if chrono::Utc::now().time() > chrono::NaiveTime::from_hms_opt(0, 11, 0).unwrap() {
-        assert_eq!(app.sql_strings("SELECT day FROM count_snapshots").await.len(), 1);
+    // The hour's start is stored once, a row per list (not in an hour's first minute, when the
+    // counts are full counts).
+    if chrono::Timelike::minute(&chrono::Utc::now()) >= 2 {
+        assert_eq!(app.sql_strings("SELECT hour_start FROM count_snapshots").await.len(), 1);
     }
 }
 
@@ -1068,5 +1069,76 @@ async fn the_last_day_is_read_from_finished_hours(backend: Backend) {
             signups: 5,
             unsubscribes: 1
         })
+    );
+}
+
+/// Today's figure of a chart: its finished hours counted once and kept, and so are the settled
+/// minutes of the hour still open; only the last minute or two is live, so a busy day (a digest
+/// to a million) does not make every view count the whole day, or the whole hour, again.
+async fn today_is_read_from_its_finished_hours_and_minutes(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    app.create_list("daily", "Daily Briefing").await;
+    let readers: Vec<String> = (0..4).map(|n| format!("today{n}@news.example")).collect();
+    import_confirmed(&app, "daily", &readers).await;
+    let day = chrono::Utc::now()
+        .date_naive()
+        .and_time(chrono::NaiveTime::MIN)
+        .and_utc();
+    let now = day + chrono::TimeDelta::minutes(20 * 60 + 30);
+    let confirmed_at = async |reader: &String, at: Option<chrono::DateTime<chrono::Utc>>| match at {
+        Some(at) => {
+            app.sql_exec_with(
+                "UPDATE subscriptions SET confirmed_at = $1
+                 WHERE subscriber_id = (SELECT id FROM subscribers WHERE email = $2)",
+                at,
+                reader,
+            )
+            .await
+        }
+        None => {
+            app.sql_exec_with(
+                "UPDATE subscriptions SET confirmed_at = NULL
+                 WHERE subscriber_id = (SELECT id FROM subscribers WHERE email = $2) AND $1 = $1",
+                now,
+                reader,
+            )
+            .await
+        }
+    };
+    // Confirmed 15 minutes (in the live hour), 2 and 5 hours (finished hours of today) and 22
+    // hours (the day before) before `now`.
+    for (reader, minutes) in readers.iter().zip([15, 120, 300, 22 * 60]) {
+        confirmed_at(reader, Some(now - chrono::TimeDelta::minutes(minutes))).await;
+    }
+    let list = app.sql_strings("SELECT CAST(id AS TEXT) FROM lists").await[0]
+        .parse::<i64>()
+        .unwrap();
+    let figures = |days: Vec<bulletin::store::DayFigures>| days.iter().map(|d| d.a).collect::<Vec<_>>();
+    let first = app.store.subscription_days(list, 2, now).await.unwrap();
+    assert_eq!(figures(first), vec![1, 3], "the day before, then today");
+    let hours: Vec<String> = app
+        .sql_strings("SELECT day FROM daily_stats WHERE scope LIKE 'list:%@hour'")
+        .await;
+    assert_eq!(hours.len(), 20, "today's finished hours (00 to 19) are kept: {hours:?}");
+    // A finished hour is read from what was kept; the live hours from the rows.
+    confirmed_at(&readers[2], None).await;
+    // The live hour's settled minutes (20:00 to 20:29) were kept as a running total too.
+    let running = app
+        .sql_strings("SELECT day FROM daily_stats WHERE scope LIKE 'list:%@minutes' AND day NOT LIKE '%|%'")
+        .await;
+    assert_eq!(running.len(), 1, "{running:?}");
+    assert!(
+        running[0].contains("T20:00..") && running[0].ends_with("T20:29"),
+        "{running:?}"
+    );
+    confirmed_at(&readers[0], None).await;
+    confirmed_at(&readers[3], Some(now - chrono::TimeDelta::seconds(30))).await;
+    let again = app.store.subscription_days(list, 2, now).await.unwrap();
+    assert_eq!(
+        figures(again),
+        vec![1, 4],
+        "the kept day, hours and minutes, and the last minute counted again"
     );
 }

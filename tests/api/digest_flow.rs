@@ -226,6 +226,16 @@ async fn digest_conflicts_and_idempotency(backend: Backend) {
     assert_eq!((status, fourth["items"].as_i64()), (202, Some(1)), "{fourth}");
     let (status, body) = create_digest(&app, None, None).await;
     assert_eq!((status, body["error"]["code"].as_str()), (409, Some("no_items")));
+    // So does one dated before `since` but first seen after it (a feed polled after a scheduled
+    // slot); a backlog dated more than a day before `since` does not.
+    let since = chrono::Utc::now().to_rfc3339();
+    push_items(
+        &app,
+        &[("polled-late", "Polled late", 2), ("backlog", "Backlog", 26 * 60)],
+    )
+    .await;
+    let (status, fifth) = create_digest(&app, Some(json!({"since": since})), None).await;
+    assert_eq!((status, fifth["items"].as_i64()), (202, Some(1)), "{fifth}");
     let r = app.admin(Method::GET, "/api/digests/999999").send().await.unwrap();
     assert_error(r, 404, "unknown_digest", None).await;
 }

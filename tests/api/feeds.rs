@@ -434,6 +434,22 @@ async fn pushed_items_are_validated_as_a_whole(backend: Backend) {
     assert_eq!(feeds.len(), 1);
     assert_eq!(feeds[0]["kind"], "push");
     assert_eq!(feeds[0]["items"], 3);
+    // NUL and other control characters are dropped, not stored (PostgreSQL refuses NUL in text).
+    let r = push(
+        json!({"items": [{"guid": "\u{0}n\u{1}", "title": "\u{0}Nul\u{7}", "url": "https://news.example/n",
+                                    "summary": "\u{c4}\u{0}<p>a\u{0}b</p>"}]}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let stored = app
+        .sql_strings("SELECT key || '|' || title || '|' || summary_text FROM items WHERE title = 'Nul'")
+        .await;
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    assert!(
+        stored[0].starts_with("n|Nul|") && !stored[0].contains('\0'),
+        "{stored:?}"
+    );
     // Larger than the public limit, within the push limit.
     let many: Vec<Value> = (0..2000).map(good).collect();
     let r = push(json!({"items": many})).await.unwrap();

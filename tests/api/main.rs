@@ -5,6 +5,7 @@ mod support;
 
 mod admin;
 mod browser;
+mod contract;
 mod dashboard;
 mod defences;
 mod digest_flow;

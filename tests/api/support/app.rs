@@ -123,15 +123,28 @@ pub fn rand_u64() -> u64 {
 
 type ServerTask = tokio::task::JoinHandle<std::io::Result<()>>;
 
-async fn start(env: &HashMap<String, String>, listener: TcpListener) -> (Store, oneshot::Sender<()>, ServerTask) {
+struct Started {
+    store: Store,
+    stop: oneshot::Sender<()>,
+    server: ServerTask,
+    routes: Vec<String>,
+}
+
+async fn start(env: &HashMap<String, String>, listener: TcpListener) -> Started {
     let config = Config::from_lookup(|k| env.get(k).cloned()).expect("test configuration");
     let app = Application::with_listener(config, listener).await.expect("app starts");
     let store = app.store().clone();
+    let routes = app.route_paths();
     let (stop, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until(async {
         let _ = stopped.await;
     }));
-    (store, stop, server)
+    Started {
+        store,
+        stop,
+        server,
+        routes,
+    }
 }
 
 pub struct TestApp {
@@ -139,6 +152,8 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub smtp: SmtpServer,
     pub store: Store,
+    /// The path of every route the app serves.
+    pub routes: Vec<String>,
     env: HashMap<String, String>,
     stop: Option<oneshot::Sender<()>>,
     server: Option<ServerTask>,
@@ -177,7 +192,12 @@ impl TestApp {
         for (k, v) in vars {
             env.insert((*k).to_owned(), (*v).to_owned());
         }
-        let (store, stop, server) = start(&env, listener).await;
+        let Started {
+            store,
+            stop,
+            server,
+            routes,
+        } = start(&env, listener).await;
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()
@@ -187,6 +207,7 @@ impl TestApp {
             client,
             smtp,
             store,
+            routes,
             env,
             stop: Some(stop),
             server: Some(server),
@@ -210,10 +231,11 @@ impl TestApp {
         self.base = format!("http://{addr}");
         self.env.insert("BULLETIN_LISTEN".into(), addr.to_string());
         self.env.insert("BULLETIN_PUBLIC_URL".into(), self.base.clone());
-        let (store, stop, server) = start(&self.env, listener).await;
-        self.store = store;
-        self.stop = Some(stop);
-        self.server = Some(server);
+        let started = start(&self.env, listener).await;
+        self.store = started.store;
+        self.routes = started.routes;
+        self.stop = Some(started.stop);
+        self.server = Some(started.server);
     }
 
     /// The app's configuration, for library calls made beside it (a scheduler tick).
