@@ -28,13 +28,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use fantoccini::elements::Element;
-use fantoccini::error::CmdError;
+use fantoccini::error::{CmdError, ErrorStatus};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
 use tokio::sync::{Semaphore, SemaphorePermit};
 
-/// How long the waiting helpers wait before they fail the test.
-pub const WAIT: Duration = Duration::from_secs(15);
+/// How long the waiting helpers wait before they fail the test: generous, since they return as
+/// soon as the page is there and a loaded CI machine runs two Chromiums beside the suite.
+pub const WAIT: Duration = Duration::from_secs(30);
 /// How often they look.
 const POLL: Duration = Duration::from_millis(50);
 /// Chromium instances that may run at once (this machine has two cores).
@@ -420,13 +421,19 @@ impl Session {
             .unwrap_or_else(|e| panic!("typing into {selector}: {e}"));
     }
 
-    /// Clicks the element matching `selector`.
+    /// Clicks the element matching `selector`. A click that lands on another element (the page
+    /// moved between WebDriver's scroll and its click) or on an element the page has since
+    /// replaced is tried again, as a reader would, until [`WAIT`] has passed.
     pub async fn click(&self, selector: &str) {
-        let element = self.wait_for(selector).await;
-        element
-            .click()
-            .await
-            .unwrap_or_else(|e| panic!("clicking {selector}: {e}"));
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let element = self.wait_for(selector).await;
+            match element.click().await {
+                Ok(()) => return,
+                Err(e) if Instant::now() < deadline && moved(&e) => tokio::time::sleep(POLL).await,
+                Err(e) => panic!("{}", self.failure(&format!("clicking {selector}: {e}")).await),
+            }
+        }
     }
 
     /// The visible text of the element matching `selector`.
@@ -556,11 +563,23 @@ impl Session {
             Ok((_, kept)) => kept.display().to_string(),
             Err(e) => format!("none: {e}"),
         };
-        let text: String = text.chars().take(1500).collect();
+        let text: String = text.chars().take(1000).collect();
+        // The what comes last: a CI log's tail shows it even when the page text is long.
         format!(
-            "{message}, after {WAIT:?} on {url} ({}; screenshot {shot})\npage text:\n{text}",
+            "page text:\n{text}\n---\n{message}, after {WAIT:?} on {url} ({}; screenshot {shot})",
             self.viewport.name(),
         )
+    }
+}
+
+/// Whether a click failed because the page changed under it, not because of the element.
+fn moved(e: &CmdError) -> bool {
+    match e {
+        CmdError::Standard(w) => matches!(
+            w.error,
+            ErrorStatus::ElementClickIntercepted | ErrorStatus::StaleElementReference
+        ),
+        _ => false,
     }
 }
 
