@@ -261,13 +261,17 @@ async fn a_misbehaving_smtp_server_delays_mail_but_never_signups(backend: Backen
     app.create_list("daily", "Daily Briefing").await;
     let smtp = &app.smtp;
     let mut readers = Vec::new();
-    // In this order: a hang-up mid-DATA ends the sessions kept open, so that the next phase's
-    // sessions meet the 421 greeting.
     for phase in ["middata", "greeting", "slow"] {
         let (connections, received) = (smtp.connections(), smtp.count());
         match phase {
             "middata" => smtp.drop_connection_mid_data(Some(2)),
-            "greeting" => smtp.greeting(421),
+            "greeting" => {
+                // The server restarts into its 421: sessions the sender keeps open from the phase
+                // before (a retry may have opened one) are cut, so every message meets the 421.
+                smtp.greeting(421);
+                smtp.set_down(true);
+                smtp.set_down(false);
+            }
             _ => smtp.stall(Duration::from_secs(1)),
         }
         let mut these = Vec::new();
