@@ -197,12 +197,16 @@ async fn running_a_newsletter(viewport: Viewport) {
     );
     page.shot("send-confirm").await;
     page.assert_no_sideways_scroll("the send confirmation").await;
+    // The SMTP server holds its replies until the page is there, so that it shows a send under
+    // way, which then reaches done in place (a reload would lose the marker).
+    app.smtp.hold();
     page.click("form[action='/admin/lists/weekly/send'] button[type=submit]")
         .await;
     page.wait_until("location.pathname.startsWith('/admin/digests/')", "the digest's page")
         .await;
-    // The progress reaches done in place: a reload would lose this marker.
+    page.wait_for("[data-progress][data-active]").await;
     page.js("window.stillHere = true;", vec![]).await;
+    app.smtp.release();
     page.wait_until(
         "document.querySelector('[data-progress][data-done]') && window.stillHere",
         "the progress to finish without a reload",

@@ -196,6 +196,7 @@ struct Faults {
     drop_mid_data: Budget,
     greeting: u16,
     stall: Duration,
+    held: bool,
 }
 
 impl Default for Faults {
@@ -207,6 +208,7 @@ impl Default for Faults {
             drop_mid_data: Budget(Some(0)),
             greeting: 220,
             stall: Duration::ZERO,
+            held: false,
         }
     }
 }
@@ -500,6 +502,16 @@ impl SmtpServer {
     /// Delay every reply (the greeting included) by `duration`; zero disables.
     pub fn stall(&self, duration: Duration) {
         self.shared.state().faults.stall = duration;
+    }
+
+    /// Holds every reply (the greeting included) until [`release`](Self::release): a test can
+    /// look at a send while it is surely still under way.
+    pub fn hold(&self) {
+        self.shared.state().faults.held = true;
+    }
+
+    pub fn release(&self) {
+        self.shared.state().faults.held = false;
     }
 
     /// `true`: close the listener (connections to the port are refused as soon
@@ -899,6 +911,9 @@ impl Session {
         let stall = self.shared.state().faults.stall;
         if !stall.is_zero() {
             tokio::time::sleep(stall).await;
+        }
+        while self.shared.state().faults.held {
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
         let mut out = String::new();
         for (i, line) in lines.iter().enumerate() {
