@@ -371,7 +371,11 @@ impl Session {
         {
             Ok(element) => element,
             Err(CmdError::WaitTimeout) => {
-                panic!("{}", self.failure(&format!("no element matches {selector}")).await)
+                panic!(
+                    "{}",
+                    self.failure(&format!("no element matches {selector} after {WAIT:?}"))
+                        .await
+                )
             }
             Err(e) => panic!("{}", self.failure(&format!("looking for {selector}: {e}")).await),
         }
@@ -387,7 +391,11 @@ impl Session {
                 return;
             }
             if Instant::now() > deadline {
-                panic!("{}", self.failure(&format!("{what}: `{condition}` still false")).await);
+                panic!(
+                    "{}",
+                    self.failure(&format!("{what}: `{condition}` still false after {WAIT:?}"))
+                        .await
+                );
             }
             tokio::time::sleep(POLL).await;
         }
@@ -566,7 +574,7 @@ impl Session {
         let text: String = text.chars().take(1000).collect();
         // The what comes last: a CI log's tail shows it even when the page text is long.
         format!(
-            "page text:\n{text}\n---\n{message}, after {WAIT:?} on {url} ({}; screenshot {shot})",
+            "page text:\n{text}\n---\n{message}, on {url} ({}; screenshot {shot})",
             self.viewport.name(),
         )
     }
