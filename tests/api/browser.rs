@@ -206,6 +206,8 @@ async fn running_a_newsletter(viewport: Viewport) {
         .await;
     page.wait_for("[data-progress][data-active]").await;
     page.js("window.stillHere = true;", vec![]).await;
+    page.shot("digest-sending").await;
+    page.assert_no_sideways_scroll("a digest's page while it sends").await;
     app.smtp.release();
     page.wait_until(
         "document.querySelector('[data-progress][data-done]') && window.stillHere",
