@@ -100,16 +100,20 @@ struct ListChanged {
 /// Checks a list's display text: a name or description ends up in email subjects and pages.
 pub fn parse_new_list(slug: &str, name: &str, description: &str) -> Result<NewList, ApiError> {
     let slug = ListSlug::parse(slug).map_err(|e| ApiError::invalid("invalid_slug", "slug", e.to_string()))?;
+    // Lengths count what was sent, as the API document's maxLength does; then the spaces around
+    // are trimmed.
+    let name_too_long = name.chars().count() > 200;
     let name = name.trim();
-    if name.is_empty() || name.chars().count() > 200 || name.chars().any(char::is_control) {
+    if name.is_empty() || name_too_long || name.chars().any(char::is_control) {
         return Err(ApiError::invalid(
             "invalid_name",
             "name",
             "A list name is 1 to 200 characters, without line breaks or control characters.",
         ));
     }
+    let description_too_long = description.chars().count() > 2000;
     let description = description.trim();
-    if description.chars().count() > 2000 || description.chars().any(|c| c.is_control() && c != '\n') {
+    if description_too_long || description.chars().any(|c| c.is_control() && c != '\n') {
         return Err(ApiError::invalid(
             "invalid_description",
             "description",
@@ -317,4 +321,21 @@ fn whole_number(s: &str) -> Option<i64> {
         return None;
     }
     s.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_new_list;
+
+    /// The API document's maxLength counts what was sent: a name of 200 characters after
+    /// trimming but 201 as sent is refused (schemathesis found one accepted).
+    #[test]
+    fn lengths_count_what_was_sent() {
+        let name = "#".repeat(200);
+        assert!(parse_new_list("daily", &name, "").is_ok());
+        assert!(parse_new_list("daily", &format!(" {name}"), "").is_err());
+        let description = "d".repeat(2000);
+        assert!(parse_new_list("daily", "Daily", &description).is_ok());
+        assert!(parse_new_list("daily", "Daily", &format!("{description} ")).is_err());
+    }
 }

@@ -85,11 +85,10 @@ fn digest_request(headers: &HeaderMap, bytes: &[u8]) -> Result<DigestRequest, Ap
             format!("max_items is a whole number from 1 to {MAX_ITEMS_LIMIT}."),
         ));
     }
+    // The length counts what was sent (the API document's maxLength), then spaces are trimmed.
+    let subject_too_long = body.subject.as_ref().is_some_and(|s| s.chars().count() > 200);
     let subject = body.subject.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty());
-    if subject
-        .as_ref()
-        .is_some_and(|s| s.chars().count() > 200 || s.chars().any(char::is_control))
-    {
+    if subject_too_long || subject.as_ref().is_some_and(|s| s.chars().any(char::is_control)) {
         return Err(ApiError::invalid(
             "invalid_subject",
             "subject",
